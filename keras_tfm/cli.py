@@ -1,0 +1,179 @@
+"""The `keras-tfm` command: pretrain, evaluate, generate.
+
+Each subcommand parses its flags and calls a library function; a user's
+mistake (`UserError`) is printed as one line and exits with status 2.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from keras_tfm.errors import UserError
+
+
+def _add_config_flags(parser):
+    """One flag per `TrainConfig` field, named after it."""
+    from keras_tfm.training.config import FIELDS
+
+    explicit = {"data", "output_dir", "preset"}
+    for name, field in FIELDS.items():
+        if name in explicit:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if field.type is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None
+            )
+        else:
+            parser.add_argument(
+                flag, type=field.type, default=None, metavar=name.upper()
+            )
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-tfm",
+        description="Pre-train, evaluate and sample Transformer language "
+        "models (TensorFlow + Keras 3).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="train a language model and write a run directory",
+        description="Train a language model on text files (default: "
+        "Python's pydoc_data topics), evaluate it, print a sample and write "
+        "a run directory. Every config field can be set with a flag.",
+    )
+    pretrain.add_argument(
+        "--config",
+        help="preset name (tiny, small) or JSON config file; default: small",
+    )
+    pretrain.add_argument(
+        "--data",
+        action="append",
+        metavar="GLOB",
+        help="UTF-8 text file or glob; repeatable",
+    )
+    pretrain.add_argument(
+        "--output-dir", help="run directory (default: runs/<preset>-<objective>)"
+    )
+    pretrain.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in the output directory",
+    )
+    _add_config_flags(pretrain)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="loss, perplexity and bits per byte of a run on any text",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument(
+        "--data",
+        action="append",
+        metavar="GLOB",
+        help="text file or glob; repeatable (default: the run's own "
+        "validation split)",
+    )
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument(
+        "--json", action="store_true", help="print one JSON object"
+    )
+
+    generate = commands.add_parser(
+        "generate", help="sample text from a causal LM run"
+    )
+    generate.add_argument("run_dir", metavar="RUN_DIR")
+    generate.add_argument("--prompt", default="", help="text to continue")
+    generate.add_argument("--max-new-tokens", type=int, default=200)
+    generate.add_argument(
+        "--temperature", type=float, default=1.0, help="0 means greedy"
+    )
+    generate.add_argument("--top-k", type=int, default=None)
+    generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument("--seed", type=int, default=None)
+    return parser
+
+
+def run_pretrain(args):
+    from keras_tfm.training import make_config
+    from keras_tfm.training import train
+
+    overrides = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "config", "overwrite", "data")
+    }
+    if args.data:
+        overrides["data"] = tuple(args.data)
+    config = make_config(args.config or "small", **overrides)
+    metrics = train(config, overwrite=args.overwrite)
+    print(f"\nrun directory: {metrics['run_dir']}")
+    print(
+        f"validation: loss {metrics['val_loss']:.4f} nats/token, "
+        f"perplexity {metrics['val_perplexity']:.3f}, "
+        f"{metrics['val_bits_per_byte']:.4f} bits/byte "
+        f"(unigram baseline {metrics['unigram_bits_per_byte']:.4f})"
+    )
+    print(
+        f"trained {metrics['steps']} steps, {metrics['tokens_seen']:,} "
+        f"tokens, {metrics['tokens_per_second']:,.0f} tokens/s"
+    )
+    if metrics.get("sample"):
+        print("sample:\n" + metrics["sample"])
+
+
+def run_evaluate(args):
+    from keras_tfm.runs import evaluate_run
+
+    results = evaluate_run(args.run_dir, args.data, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(
+        f"loss {results['loss']:.4f} nats/token, perplexity "
+        f"{results['perplexity']:.3f}, {results['bits_per_byte']:.4f} "
+        f"bits/byte over {results['tokens']:,} tokens ({results['bytes']:,} "
+        f"bytes, unknown rate {results['unknown_rate']:.4f})"
+    )
+
+
+def run_generate(args):
+    from keras_tfm.runs import generate_from_run
+
+    text = generate_from_run(
+        args.run_dir,
+        prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    print(args.prompt + text)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "pretrain": run_pretrain,
+        "evaluate": run_evaluate,
+        "generate": run_generate,
+    }
+    try:
+        handlers[args.command](args)
+    except UserError as e:
+        print(f"keras-tfm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"keras-tfm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

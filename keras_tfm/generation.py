@@ -1,0 +1,127 @@
+"""Text generation from a `CausalLM` with the attention KV cache.
+
+The sampling loop is keras-hub's (`keras_hub.samplers`): a `while_loop`
+that asks `next(prompt, cache, index)` for the logits of position `index`
+and writes the sampled token there. `next` runs one token through
+`CausalLM.call_with_cache`, so each step costs one position, not the whole
+sequence. The loop runs compiled in a `tf.function`.
+"""
+
+import keras_hub
+import tensorflow as tf
+
+from keras_tfm.errors import UserError
+
+
+def make_sampler(temperature=1.0, top_k=None, top_p=None, seed=None):
+    """A keras-hub sampler for the given settings.
+
+    `temperature=0` is greedy decoding (argmax). Otherwise logits are
+    divided by `temperature`, then restricted to the `top_k` most likely
+    tokens and/or the smallest set whose probability reaches `top_p`, then
+    sampled; `seed` makes the draw reproducible.
+    """
+    if temperature < 0:
+        raise UserError("temperature must be >= 0 (0 means greedy).")
+    if top_k is not None and top_k < 1:
+        raise UserError("top_k must be a positive integer.")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UserError("top_p must be in (0, 1].")
+    samplers = keras_hub.samplers
+    if temperature == 0:
+        return samplers.GreedySampler()
+    if top_p is not None:
+        return samplers.TopPSampler(
+            p=top_p, k=top_k, seed=seed, temperature=temperature
+        )
+    if top_k is not None:
+        return samplers.TopKSampler(k=top_k, seed=seed, temperature=temperature)
+    return samplers.RandomSampler(seed=seed, temperature=temperature)
+
+
+def _compile_generate(model, sampler):
+    def next_logits(prompt, cache, index):
+        # Feed the token at index - 1; its logits predict position index.
+        token = prompt[:, index - 1 : index]
+        logits, hidden, cache = model.call_with_cache(token, cache, index - 1)
+        return logits[:, 0, :], hidden[:, 0, :], cache
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ]
+    )
+    def generate(buffer, prompt_length):
+        # buffer: (batch, prompt_length + new_tokens), the prompt first.
+        batch_size = tf.shape(buffer)[0]
+        # Prefill: one pass over the prompt fills the cache for all of it.
+        cache = model.init_cache(batch_size)
+        _, _, cache = model.call_with_cache(buffer, cache, 0)
+        positions = tf.range(tf.shape(buffer)[1])[None, :]
+        keep = tf.broadcast_to(positions < prompt_length, tf.shape(buffer))
+        return sampler(
+            next_logits,
+            buffer,
+            cache=cache,
+            index=prompt_length,
+            mask=keep,
+            model=model,
+        )
+
+    return generate
+
+
+def generate_ids(model, prompt_ids, max_new_tokens, sampler=None):
+    """Extends `prompt_ids` by `max_new_tokens` sampled ids.
+
+    The context is the model's `max_sequence_length`. A longer generation
+    slides the window: when it is full, the last half of the text becomes
+    the new prompt and the cache is rebuilt from it.
+
+    Args:
+        model: a `CausalLM`.
+        prompt_ids: list of int. At least one id.
+        max_new_tokens: int.
+        sampler: a keras-hub sampler; defaults to greedy.
+
+    Returns:
+        list of int: the new ids only.
+    """
+    if not prompt_ids:
+        raise ValueError("prompt_ids must hold at least one token")
+    sampler = sampler or make_sampler(temperature=0)
+    generate = _compile_generate(model, sampler)
+    max_length = model.max_sequence_length
+    tokens, new = list(prompt_ids), []
+    while len(new) < max_new_tokens:
+        remaining = max_new_tokens - len(new)
+        context = tokens[-max(1, max_length - min(remaining, max_length // 2)) :]
+        steps = min(remaining, max_length - len(context))
+        buffer = tf.constant([context + [0] * steps], dtype=tf.int32)
+        output = generate(buffer, tf.constant(len(context), tf.int32))
+        sampled = output[0, len(context) :].numpy().tolist()
+        tokens += sampled
+        new += sampled
+    return new
+
+
+def generate(
+    model,
+    tokenizer,
+    prompt,
+    max_new_tokens=100,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    seed=None,
+):
+    """Generates text after `prompt`; returns the new text only.
+
+    An empty prompt starts from `[EOS]`, i.e. a fresh document.
+    """
+    prompt_ids = tokenizer.encode(prompt) if prompt else []
+    prompt_ids = prompt_ids or [tokenizer.eos_id]
+    sampler = make_sampler(temperature, top_k, top_p, seed)
+    ids = generate_ids(model, prompt_ids, max_new_tokens, sampler)
+    return tokenizer.decode(ids)

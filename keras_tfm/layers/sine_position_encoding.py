@@ -1,0 +1,71 @@
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_tfm")
+class SinePositionEncoding(keras.layers.Layer):
+    """Sinusoidal position encoding (Vaswani et al., 2017).
+
+    Returns, for position `pos` and feature `i` of a `hidden_dim`-wide
+    input, the standard encoding of "Attention Is All You Need" (section
+    3.5):
+
+        PE[pos, 2k]     = sin(pos / max_wavelength ** (2k / hidden_dim))
+        PE[pos, 2k + 1] = cos(pos / max_wavelength ** (2k / hidden_dim))
+
+    The formula in keras-tfm's original brief was garbled; this is the
+    paper's formula, and the tests check the layer against it. The layer
+    has no weights: add its output to the token embeddings.
+
+    Args:
+        max_wavelength: int. The longest wavelength of the sine and cosine
+            curves. Defaults to `10000`, as in the paper.
+        **kwargs: other keyword arguments passed to `keras.layers.Layer`,
+            including `name` and `dtype`.
+
+    Call arguments:
+        inputs: tensor of shape `(batch_size, sequence_length, hidden_dim)`.
+            Only its shape is used.
+        start_index: int or int tensor. The position of the first input
+            token; used by cached decoding, which feeds one token at a time.
+            Defaults to `0`.
+
+    Example:
+    ```python
+    embedding = keras.layers.Embedding(1000, 32)(token_ids)
+    outputs = embedding + keras_tfm.layers.SinePositionEncoding()(embedding)
+    ```
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+    """
+
+    def __init__(self, max_wavelength=10000, **kwargs):
+        super().__init__(**kwargs)
+        self.max_wavelength = max_wavelength
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        shape = ops.shape(inputs)
+        sequence_length, hidden_dim = shape[-2], shape[-1]
+        dtype = self.compute_dtype
+        positions = ops.cast(ops.arange(sequence_length) + start_index, dtype)
+        # Feature i uses the frequency of its pair 2k = i - i % 2.
+        pair_index = ops.cast(2 * (ops.arange(hidden_dim) // 2), dtype)
+        inverse_wavelength = ops.power(
+            ops.cast(self.max_wavelength, dtype),
+            -pair_index / ops.cast(hidden_dim, dtype),
+        )
+        # (sequence_length, hidden_dim)
+        angles = positions[:, None] * inverse_wavelength[None, :]
+        is_odd = ops.cast(ops.arange(hidden_dim) % 2, "bool")
+        encoding = ops.where(is_odd[None, :], ops.cos(angles), ops.sin(angles))
+        return ops.broadcast_to(encoding, shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"max_wavelength": self.max_wavelength})
+        return config
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -1,0 +1,5 @@
+"""Language models built from `keras_tfm.layers`."""
+
+from keras_tfm.models.causal_lm import CausalLM
+from keras_tfm.models.masked_lm import MaskedLM
+from keras_tfm.models.transformer_lm import TransformerLM

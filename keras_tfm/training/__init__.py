@@ -1,0 +1,5 @@
+"""Pre-training: the config, the strategy and `train()`."""
+
+from keras_tfm.training.config import TrainConfig
+from keras_tfm.training.config import make_config
+from keras_tfm.training.train import train

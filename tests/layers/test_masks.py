@@ -1,0 +1,25 @@
+import numpy as np
+
+from keras_tfm.layers import compute_causal_mask
+from keras_tfm.layers import merge_attention_masks
+
+
+def test_causal_mask_is_lower_triangular():
+    mask = np.asarray(compute_causal_mask(3, 3))
+    np.testing.assert_array_equal(mask, np.tril(np.ones((3, 3), bool)))
+
+
+def test_causal_mask_with_cache_offset():
+    # Query at absolute position 2 against a cache of 4 slots.
+    mask = np.asarray(compute_causal_mask(1, 4, query_start=2))
+    np.testing.assert_array_equal(mask, [[True, True, True, False]])
+
+
+def test_merge_padding_and_causal():
+    padding = np.array([[1, 1, 0]])
+    mask = np.asarray(
+        merge_attention_masks(3, 3, padding_mask=padding, use_causal_mask=True)
+    )
+    expected = np.tril(np.ones((3, 3), bool)) & np.array([True, True, False])
+    np.testing.assert_array_equal(mask[0], expected)
+    assert merge_attention_masks(3, 3) is None
