@@ -77,23 +77,34 @@ class Windows:
         )
 
 
-def pack_windows(ids, byte_lengths, sequence_length, unk_id, pad_tail=False):
-    """Cuts a stream into disjoint windows.
+def pack_windows(
+    ids, byte_lengths, sequence_length, unk_id, pad_tail=False, overlap=False
+):
+    """Cuts a stream into windows of `sequence_length + 1` tokens.
 
-    The ragged tail is dropped, or with `pad_tail=True` kept in a last
-    window filled up with `[PAD]` (id 0), which evaluation ignores.
+    Args:
+        pad_tail: keep the ragged tail in a last window filled up with
+            `[PAD]` (id 0), which evaluation ignores; else drop it.
+        overlap: start a window every `sequence_length` tokens, so each
+            window's first token (context only) is the previous window's
+            last target and every token after the first is predicted once;
+            for evaluating a text. Otherwise windows are disjoint, as a
+            train/validation split needs.
     """
     width = sequence_length + 1
-    count = len(ids) // width
-    if pad_tail and len(ids) % width > 1:
-        count += 1
-        padding = count * width - len(ids)
+    step = sequence_length if overlap else width
+    if pad_tail:
+        count = max(1, math.ceil((len(ids) - (width - step)) / step))
+        padding = max(0, (count - 1) * step + width - len(ids))
         ids = np.concatenate([ids, np.zeros(padding, ids.dtype)])
         byte_lengths = np.concatenate(
             [byte_lengths, np.zeros(padding, byte_lengths.dtype)]
         )
-    tokens = ids[: count * width].reshape(count, width)
-    lengths = byte_lengths[: count * width].reshape(count, width)[:, 1:]
+    else:
+        count = max(0, (len(ids) - width) // step + 1)
+    index = np.arange(count)[:, None] * step + np.arange(width)[None, :]
+    tokens = ids[index]
+    lengths = byte_lengths[index][:, 1:]
     unknown = np.where(tokens[:, 1:] == unk_id, lengths, 0)
     return Windows(tokens, lengths.sum(axis=1), unknown.sum(axis=1))
 

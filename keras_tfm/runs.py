@@ -59,6 +59,7 @@ def evaluate_run(run_dir, patterns=None, batch_size=32):
             config.sequence_length,
             tokenizer.unk_id,
             pad_tail=True,
+            overlap=True,
         )
     else:
         texts = [text for _, text in corpus.load_corpus(config.data)]

@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_tfm import corpus
+from keras_tfm import data
+from keras_tfm.errors import UserError
+from keras_tfm.tokenizers import ByteTokenizer
+
+
+def test_default_corpus_is_pydoc_topics():
+    documents = corpus.default_corpus()
+    assert len(documents) > 50
+    assert all(name.startswith("pydoc_data:") for name, _ in documents)
+    assert sum(len(text) for _, text in documents) > 300_000
+
+
+def test_stream_has_eos_after_each_document():
+    tokenizer = ByteTokenizer()
+    ids, lengths = data.tokenize_stream(tokenizer, ["ab", "c"])
+    assert ids.tolist() == [4 + 97, 4 + 98, 3, 4 + 99, 3]
+    assert lengths.tolist() == [1, 1, 0, 1, 0]
+
+
+def test_windows_are_disjoint_and_shift_by_one():
+    ids = np.arange(100, dtype=np.int32)
+    windows = data.pack_windows(ids, np.ones(100, np.int32), 9, unk_id=1)
+    assert windows.tokens.shape == (10, 10)
+    assert np.array_equal(windows.tokens.ravel(), ids)
+    assert windows.target_bytes.tolist() == [9] * 10
+    padded = data.pack_windows(ids[:25], np.ones(25, np.int32), 9, 1, True)
+    assert padded.tokens.shape == (3, 10)
+    assert padded.tokens[-1].tolist() == list(range(20, 25)) + [0] * 5
+
+
+def test_overlapping_windows_predict_every_token_once():
+    ids = np.arange(4, 30, dtype=np.int32)  # 26 tokens
+    windows = data.pack_windows(
+        ids, np.ones(26, np.int32), 8, 1, pad_tail=True, overlap=True
+    )
+    targets = windows.tokens[:, 1:].ravel()
+    assert targets[targets != 0].tolist() == ids[1:].tolist()
+    assert windows.tokens[1, 0] == windows.tokens[0, -1]
+    assert windows.target_bytes.sum() == 25
+
+
+@pytest.fixture(scope="module")
+def shakespeare_data(shakespeare_text):
+    return data.prepare_lm_data(
+        ByteTokenizer(), [shakespeare_text], sequence_length=64, seed=7
+    )
+
+
+def test_split_is_disjoint_and_covers_the_corpus(shakespeare_data):
+    train, val = shakespeare_data.train, shakespeare_data.validation
+    total = len(train) + len(val)
+    assert total == (len(shakespeare_data.train.tokens) + len(val))
+    assert 0.08 < len(val) / total < 0.12
+    train_rows = {row.tobytes() for row in train.tokens}
+    assert not any(row.tobytes() in train_rows for row in val.tokens)
+
+
+def test_split_is_the_same_for_the_same_seed():
+    def split(seed):
+        return data.split_windows(500, 0.1, seed)
+
+    a_train, a_val = split(3)
+    b_train, b_val = split(3)
+    c_train, c_val = split(4)
+    assert np.array_equal(a_val, b_val) and np.array_equal(a_train, b_train)
+    assert not np.array_equal(a_val, c_val)
+    assert not set(a_train) & set(a_val)
+    assert set(a_train) | set(a_val) == set(range(500))
+    # Whole blocks of consecutive windows move together.
+    assert np.all(np.diff(a_val).min() >= 1)
+    assert (np.diff(a_val) == 1).sum() > len(a_val) / 2
+
+
+def test_unigram_baseline_is_near_character_entropy(shakespeare_data):
+    # Character entropy of Tiny Shakespeare is about 4.7 bits.
+    assert 4.3 < shakespeare_data.stats["unigram_bits_per_byte"] < 5.0
+
+
+def test_causal_batches(shakespeare_data):
+    dataset = data.make_dataset(shakespeare_data.train, 4, "causal", seed=1)
+    x, y = next(iter(dataset))
+    assert x.shape == (4, 64) and y.shape == (4, 64)
+    assert x.dtype == tf.int32
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
+
+
+def test_masking_rates():
+    tokenizer = ByteTokenizer()
+    ids = tf.random.stateless_uniform(
+        (200, 200), (1, 2), minval=4, maxval=260, dtype=tf.int32
+    )
+    ids = tf.tensor_scatter_nd_update(ids, [[0, 0], [1, 1]], [3, 0])
+    masked, labels, weights = data.mask_tokens(
+        ids, tf.constant([5, 6]), tokenizer.mask_id, 260, 4
+    )
+    masked, labels, weights = masked.numpy(), labels.numpy(), weights.numpy()
+    picked = weights > 0
+    np.testing.assert_array_equal(labels, ids.numpy())
+    assert abs(picked.mean() - 0.15) < 0.01
+    as_mask = (masked == tokenizer.mask_id)[picked].mean()
+    unchanged = (masked == labels)[picked].mean()
+    assert abs(as_mask - 0.8) < 0.02
+    assert abs(unchanged - 0.1) < 0.02  # a random token may equal the label
+    assert not picked[0, 0] and not picked[1, 1]  # special tokens stay
+    assert np.array_equal(masked[~picked], labels[~picked])
+
+
+def test_masked_validation_masks_are_fixed(shakespeare_data):
+    dataset = data.make_dataset(
+        shakespeare_data.validation, 4, "masked", ByteTokenizer(),
+        training=False, seed=3,
+    )
+    first = [w.numpy() for _, _, w in dataset.take(3)]
+    second = [w.numpy() for _, _, w in dataset.take(3)]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_corpus_shorter_than_one_sequence():
+    with pytest.raises(UserError, match="shorter than one training"):
+        data.prepare_lm_data(ByteTokenizer(), ["tiny"], sequence_length=64)
+
+
+def test_bad_files(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café".encode("latin-1"))
+    with pytest.raises(UserError, match="is empty"):
+        corpus.load_corpus([str(empty)])
+    with pytest.raises(UserError, match="not UTF-8.*byte 3"):
+        corpus.load_corpus([str(latin)])
+    with pytest.raises(UserError, match="no such file"):
+        corpus.load_corpus([str(tmp_path / "missing.txt")])
+    with pytest.raises(UserError, match="no file matches"):
+        corpus.load_corpus([str(tmp_path / "*.md")])
+    with pytest.raises(UserError, match="is a directory"):
+        corpus.load_corpus([str(tmp_path)])
+
+
+def test_globs_expand_sorted_and_once(tmp_path):
+    for name in ("b.txt", "a.txt"):
+        (tmp_path / name).write_text(name)
+    docs = corpus.load_corpus(
+        [str(tmp_path / "*.txt"), str(tmp_path / "a.txt")]
+    )
+    assert [text for _, text in docs] == ["a.txt", "b.txt"]
