@@ -71,8 +71,8 @@ class CausalLM(TransformerLM):
         dtype=None,
         **kwargs,
     ):
-        # === Layers ===
-        self._build_layers(
+        # The architecture's arguments, shared by layers and config.
+        architecture = dict(
             vocabulary_size=vocabulary_size,
             num_layers=num_layers,
             num_heads=num_heads,
@@ -87,8 +87,10 @@ class CausalLM(TransformerLM):
             tie_embeddings=tie_embeddings,
             use_bias=use_bias,
             activation=activation,
-            dtype=dtype,
         )
+
+        # === Layers ===
+        self._build_layers(**architecture, dtype=dtype)
 
         # === Functional Model ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
@@ -98,22 +100,7 @@ class CausalLM(TransformerLM):
         super().__init__(inputs=token_ids, outputs=logits, **kwargs)
 
         # === Config ===
-        self._store_config(
-            vocabulary_size=vocabulary_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            intermediate_dim=intermediate_dim,
-            max_sequence_length=max_sequence_length,
-            dropout=dropout,
-            position_embedding=position_embedding,
-            rotary_max_wavelength=rotary_max_wavelength,
-            layer_norm_epsilon=layer_norm_epsilon,
-            normalize_first=normalize_first,
-            tie_embeddings=tie_embeddings,
-            use_bias=use_bias,
-            activation=activation,
-        )
+        self._store_config(**architecture)
 
     def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
         """`Model.compile` with language-model defaults.

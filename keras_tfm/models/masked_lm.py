@@ -49,8 +49,8 @@ class MaskedLM(TransformerLM):
         dtype=None,
         **kwargs,
     ):
-        # === Layers ===
-        self._build_layers(
+        # The architecture's arguments, shared by layers and config.
+        architecture = dict(
             vocabulary_size=vocabulary_size,
             num_layers=num_layers,
             num_heads=num_heads,
@@ -65,8 +65,10 @@ class MaskedLM(TransformerLM):
             tie_embeddings=tie_embeddings,
             use_bias=use_bias,
             activation=activation,
-            dtype=dtype,
         )
+
+        # === Layers ===
+        self._build_layers(**architecture, dtype=dtype)
         self.head_dense = keras.layers.Dense(
             hidden_dim,
             activation=get_activation(activation),
@@ -88,23 +90,7 @@ class MaskedLM(TransformerLM):
         super().__init__(inputs=token_ids, outputs=logits, **kwargs)
 
         # === Config ===
-        self._store_config(
-            vocabulary_size=vocabulary_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            intermediate_dim=intermediate_dim,
-            max_sequence_length=max_sequence_length,
-            dropout=dropout,
-            position_embedding=position_embedding,
-            rotary_max_wavelength=rotary_max_wavelength,
-            layer_norm_epsilon=layer_norm_epsilon,
-            normalize_first=normalize_first,
-            tie_embeddings=tie_embeddings,
-            use_bias=use_bias,
-            activation=activation,
-            pad_token_id=pad_token_id,
-        )
+        self._store_config(**architecture, pad_token_id=pad_token_id)
 
     def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto",
                 **kwargs):
