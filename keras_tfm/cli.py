@@ -61,9 +61,12 @@ def build_parser():
         "--output-dir", help="run directory (default: runs/<preset>-<objective>)"
     )
     pretrain.add_argument(
+        "--restart",
         "--overwrite",
+        dest="restart",
         action="store_true",
-        help="replace an earlier run in the output directory",
+        help="discard the run in the output directory (finished or not) and "
+        "start over; without it an unfinished run resumes",
     )
     _add_config_flags(pretrain)
 
@@ -106,12 +109,14 @@ def run_pretrain(args):
     overrides = {
         k: v
         for k, v in vars(args).items()
-        if k not in ("command", "config", "overwrite", "data")
+        if k not in ("command", "config", "restart", "data")
     }
     if args.data:
         overrides["data"] = tuple(args.data)
     config = make_config(args.config or "small", **overrides)
-    metrics = train(config, overwrite=args.overwrite)
+    metrics = train(config, restart=args.restart)
+    if metrics.get("preempted"):
+        return
     print(f"\nrun directory: {metrics['run_dir']}")
     print(
         f"validation: loss {metrics['val_loss']:.4f} nats/token, "

@@ -245,42 +245,65 @@ def make_dataset(
     tokenizer=None,
     training=True,
     seed=0,
+    start_step=0,
 ):
     """A `tf.data.Dataset` of batches for `model.fit` / `model.evaluate`.
 
     Causal batches are `(inputs, targets)`, targets shifted by one token.
     Masked-LM batches are `(masked_ids, ids, sample_weight)` over the first
-    `sequence_length` tokens of each window, masked afresh each epoch for
-    training and once (seeded) for validation. Training data is shuffled
-    each epoch and repeats forever; batches have a fixed size (the tail is
-    dropped), which XLA and `tf.distribute` want.
+    `sequence_length` tokens of each window.
+
+    Training data is an endless stream in which batch `s` is a pure
+    function of `(seed, s)`: each pass over the windows is a fresh
+    permutation (`tf.random.experimental.index_shuffle` keyed by the seed
+    and the pass), and masked-LM masks are keyed by the step. Starting at
+    `start_step` therefore resumes the data exactly where a run stopped,
+    without replaying it. Validation data is one pass in order, with the
+    same masks every time. Batches have a fixed size (the tail is dropped),
+    which XLA and `tf.distribute` want.
 
     Args:
         windows: `Windows` from `prepare_lm_data`.
         batch_size: int. The global batch size.
         objective: `"causal"` or `"masked"`.
         tokenizer: the tokenizer (its special ids), for `"masked"`.
-        training: bool. Shuffle and repeat if true.
-        seed: int. Seeds the shuffle and the masking.
+        training: bool. The shuffled endless stream if true.
+        seed: int. Seeds the order and the masking.
+        start_step: int. The first training batch to produce.
     """
-    dataset = tf.data.Dataset.from_tensor_slices(windows.tokens)
+    if objective not in ("causal", "masked"):
+        raise ValueError(f"unknown objective {objective!r}")
     if training:
-        dataset = dataset.shuffle(
-            len(windows), seed=seed, reshuffle_each_iteration=True
-        ).repeat()
-    dataset = dataset.batch(batch_size, drop_remainder=True)
+        count = len(windows)
+        tokens = tf.constant(windows.tokens)
+
+        def window(example):
+            # Example i of the stream: pass i // count, position i % count.
+            pass_seed = tf.stack([tf.constant(seed, tf.int64), example // count])
+            index = tf.random.experimental.index_shuffle(
+                example % count, pass_seed, count - 1
+            )
+            return tf.gather(tokens, index)
+
+        dataset = tf.data.Dataset.range(
+            start_step * batch_size, np.iinfo(np.int64).max
+        ).map(window, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+        steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(windows.tokens)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+        steps = tf.data.Dataset.range(np.iinfo(np.int64).max)
+
     if objective == "causal":
         dataset = dataset.map(
             lambda w: (w[:, :-1], w[:, 1:]), num_parallel_calls=tf.data.AUTOTUNE
         )
-    elif objective == "masked":
-        # Each pass over validation data restarts this sequence, so every
-        # evaluation sees the same masks; training never restarts it.
-        seeds = tf.data.Dataset.random(seed=seed).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda w, s: mask_tokens(
+    else:
+        dataset = tf.data.Dataset.zip((dataset, steps)).map(
+            lambda w, step: mask_tokens(
                 w[:, :-1],
-                s,
+                tf.stack([tf.constant(seed, tf.int64), step]),
                 tokenizer.mask_id,
                 tokenizer.vocabulary_size,
                 tokenizer.num_special_tokens,
@@ -288,6 +311,10 @@ def make_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-    else:
-        raise ValueError(f"unknown objective {objective!r}")
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Under MultiWorkerMirroredStrategy each worker builds the same stream
+    # and keeps its share of every global batch.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

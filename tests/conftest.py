@@ -2,10 +2,10 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import keras_tfm  # noqa: E402, F401  (registers the layers; quiet TF start)
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
-
-import keras_tfm  # noqa: E402, F401  (registers the layers)
 
 SHARED_DATA = os.path.join(
     os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data"

@@ -1,4 +1,5 @@
 import keras
+import tensorflow as tf
 from keras import ops
 
 from keras_tfm.layers.position_embedding import PositionEmbedding
@@ -141,6 +142,86 @@ class TransformerLM(keras.Model):
                 from_logits=True, reduction="mean_with_sample_weight"
             )
         return optimizer, loss
+
+
+    # === Training steps ===
+    # Two additions to Keras' TensorFlow train step, used by keras-tfm's
+    # trainer and harmless elsewhere: gradient accumulation over micro-
+    # batches, and the fixes that let `fit` run under
+    # MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    micro_batches = 1
+
+    def train_step(self, data):
+        if self.micro_batches == 1:
+            return self._multi_worker_safe(super().train_step(data))
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        k = self.micro_batches
+        parts = [
+            tf.split(t, k) if t is not None else [None] * k
+            for t in (x, y, sample_weight)
+        ]
+        weights = self.trainable_weights
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        total = None
+        for x_i, y_i, w_i in zip(*parts):
+            with tf.GradientTape() as tape:
+                y_pred = self(x_i, training=True)
+                loss = self._compute_loss(
+                    x=x_i, y=y_i, y_pred=y_pred, sample_weight=w_i,
+                    training=True,
+                )
+                # Keras scales the loss by 1 / replicas for the all-reduce
+                # sum; the tracker wants the unscaled value.
+                self._loss_tracker.update_state(
+                    loss * replicas, sample_weight=tf.shape(x_i)[0]
+                )
+                loss = self.optimizer.scale_loss(loss)
+            gradients = tape.gradient(loss, weights)
+            total = (
+                gradients
+                if total is None
+                else [a + b for a, b in zip(total, gradients)]
+            )
+            self.compute_metrics(x_i, y_i, y_pred, sample_weight=w_i)
+        # The mean of equal micro-batches' mean gradients is the batch's.
+        self.optimizer.apply_gradients(
+            zip([g / k for g in total], weights)
+        )
+        return self._multi_worker_safe(self.get_metrics_result())
+
+    def test_step(self, data):
+        return self._multi_worker_safe(super().test_step(data))
+
+    def _multi_worker_safe(self, logs):
+        # Under MultiWorkerMirroredStrategy Keras reduces each log with
+        # strategy.reduce("MEAN", value, axis=0), which fails for scalars;
+        # shape (1,) logs reduce to the same scalar.
+        if not isinstance(
+            tf.distribute.get_strategy(),
+            tf.distribute.MultiWorkerMirroredStrategy,
+        ):
+            return logs
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds the model from a first batch that it averages with
+        # strategy.reduce("MEAN"), which fails on multi-worker per-replica
+        # int token ids; any one replica's batch has the right structure.
+        strategy = self._distribute_strategy
+        if iterator is not None and isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy
+        ):
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tf.nest.map_structure(
+                    lambda t: strategy.experimental_local_results(t)[0], batch
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(
+            iterator=iterator, data_batch=data_batch
+        )
 
 
 def token_logits(model, hidden_states):

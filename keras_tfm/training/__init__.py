@@ -2,4 +2,5 @@
 
 from keras_tfm.training.config import TrainConfig
 from keras_tfm.training.config import make_config
+from keras_tfm.training.train import TrainingDiverged
 from keras_tfm.training.train import train

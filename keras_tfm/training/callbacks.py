@@ -1,115 +1,74 @@
-"""Callbacks of the pre-training loop: step limit, evaluation log,
-checkpoints and throughput."""
+"""Callbacks of the pre-training loop."""
 
-import csv
-import glob
 import math
-import os
+import signal
 import time
 
 import keras
 
+from keras_tfm.training import checkpoints
 
-class StepLimit(keras.callbacks.Callback):
-    """Stops training once the optimizer has taken `max_steps` steps."""
 
-    def __init__(self, max_steps):
+def current_step(model):
+    """The optimizer's step as an int (also for distributed variables)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class StepMonitor(keras.callbacks.Callback):
+    """Per-step duties: NaN guard, periodic checkpoints, SIGTERM.
+
+    - A NaN or Inf loss stops training at once, before any checkpoint of
+      the broken state is written (`self.diverged_at` names the step).
+    - Every `checkpoint_every` steps a checkpoint is written (or, on a
+      non-chief worker, into its scratch directory).
+    - On SIGTERM, as cloud schedulers send before preempting, the current
+      step is checkpointed and training stops (`self.preempted`).
+    """
+
+    def __init__(self, checkpoint_dir, checkpoint_every, verbose=True):
         super().__init__()
-        self.max_steps = max_steps
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.verbose = verbose
+        self.diverged_at = None
+        self.preempted = False
+        self.last_checkpoint = None
+        self._sigterm = False
+
+    def install_sigterm_handler(self):
+        """Returns the previous handler, to restore after training."""
+
+        def handler(signum, frame):
+            self._sigterm = True
+
+        return signal.signal(signal.SIGTERM, handler)
+
+    def save(self, step):
+        checkpoints.save(self.model, self.checkpoint_dir, step)
+        self.last_checkpoint = step
+        if self.verbose:
+            # A newline first: Keras' progress bar may hold the line.
+            print(f"\ncheckpoint saved at step {step}", flush=True)
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) >= self.max_steps:
+        step = current_step(self.model)
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            self.diverged_at = step
             self.model.stop_training = True
-
-
-class EvaluationLog(keras.callbacks.Callback):
-    """Adds validation bits per byte and perplexity to each evaluation's
-    logs and appends one row per evaluation to `history.csv`.
-
-    Keras reports `val_loss` as the mean nats per predicted token over the
-    validation batches; with those batches' token and byte counts that is
-    converted to bits per byte (`[UNK]` bytes charged 8 bits each).
-    """
-
-    COLUMNS = (
-        "step",
-        "train_loss",
-        "val_loss",
-        "val_perplexity",
-        "val_bits_per_byte",
-        "learning_rate",
-        "tokens_seen",
-        "elapsed_seconds",
-    )
-
-    def __init__(self, path, tokens_per_step, val_tokens, val_bytes,
-                 val_unknown_bytes):
-        super().__init__()
-        self.path = path
-        self.tokens_per_step = tokens_per_step
-        self.val_tokens = val_tokens
-        self.val_bytes = val_bytes
-        self.val_unknown_bytes = val_unknown_bytes
-        self.start = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        step = int(self.model.optimizer.iterations)
-        row = {
-            "step": step,
-            "train_loss": logs.get("loss"),
-            "learning_rate": float(self.model.optimizer.learning_rate),
-            "tokens_seen": step * self.tokens_per_step,
-            "elapsed_seconds": round(time.time() - self.start, 1),
-        }
-        if "val_loss" in logs:
-            val_loss = float(logs["val_loss"])
-            bits = val_loss * self.val_tokens / math.log(2)
-            bits += 8 * self.val_unknown_bytes
-            row["val_loss"] = val_loss
-            row["val_perplexity"] = math.exp(min(val_loss, 700.0))
-            row["val_bits_per_byte"] = bits / max(1, self.val_bytes)
-            logs["val_bits_per_byte"] = row["val_bits_per_byte"]
-        new_file = not os.path.exists(self.path)
-        with open(self.path, "a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=self.COLUMNS)
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
-
-
-class Checkpoint(keras.callbacks.Callback):
-    """Saves model and optimizer state after every evaluation.
-
-    Each checkpoint is a complete `.keras` file written under a temporary
-    name and renamed into place, so a kill at any instant leaves the last
-    good checkpoint intact. The newest `keep` checkpoints are kept.
-    """
-
-    def __init__(self, directory, keep=2, verbose=True):
-        super().__init__()
-        self.directory = directory
-        self.keep = keep
-        self.verbose = verbose
-
-    def on_epoch_end(self, epoch, logs=None):
-        step = int(self.model.optimizer.iterations)
-        os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, f"step-{step:08d}.keras")
-        temporary = os.path.join(self.directory, f".partial-{step:08d}.keras")
-        self.model.save(temporary)
-        os.replace(temporary, path)
-        for old in sorted(glob.glob(os.path.join(self.directory, "step-*.keras")))[
-            : -self.keep
-        ]:
-            os.remove(old)
-        if self.verbose:
-            print(f"checkpoint saved at step {step}", flush=True)
+            return
+        if self._sigterm:
+            self.save(step)
+            self.preempted = True
+            self.model.stop_training = True
+        elif self.checkpoint_every and step % self.checkpoint_every == 0:
+            self.save(step)
 
 
 class Throughput(keras.callbacks.Callback):
-    """Training time and steps, without the first step (graph tracing and
-    XLA compilation) and without validation."""
+    """Training time and steps, between consecutive step ends: without
+    each `fit` call's first step (tracing and XLA compilation happen there)
+    and without validation, which runs between `fit` calls."""
 
     def __init__(self):
         super().__init__()
@@ -117,13 +76,15 @@ class Throughput(keras.callbacks.Callback):
         self.timed_steps = 0
         self.first_step_seconds = None
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._last = time.perf_counter()
+    def on_train_begin(self, logs=None):
+        self._begin = time.perf_counter()
+        self._last = None
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
-        if self.first_step_seconds is None:
-            self.first_step_seconds = now - self._last
+        if self._last is None:
+            if self.first_step_seconds is None:
+                self.first_step_seconds = now - self._begin
         else:
             self.train_seconds += now - self._last
             self.timed_steps += 1

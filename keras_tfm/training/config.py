@@ -92,9 +92,24 @@ class TrainConfig:
     # "auto": XLA on a single device, off under multi-device strategies
     # (where Keras cannot compile); "true" / "false" force it.
     jit_compile: str = "auto"
-    # "auto": MirroredStrategy over all GPUs if there are several, else the
-    # default strategy.
+    # "auto": MirroredStrategy over all GPUs (or logical CPUs) if there
+    # are several, else one device; "default", "mirrored", "multi_worker"
+    # (MultiWorkerMirroredStrategy from TF_CONFIG) or "tpu".
     strategy: str = "auto"
+    # Split the host CPU into this many logical devices, so MirroredStrategy
+    # can run without GPUs (0: leave the CPU whole).
+    cpu_devices: int = 0
+    # "float32", "mixed_float16" (GPUs) or "mixed_bfloat16" (TPUs, recent
+    # CPUs): compute in 16 bits, keep weights in float32.
+    precision: str = "float32"
+    # Micro-batches of batch_size summed into one optimizer step: an
+    # effective batch of batch_size x grad_accum_steps with the activation
+    # memory of batch_size.
+    grad_accum_steps: int = 1
+    # Steps between checkpoints; 0: at every evaluation (eval_every).
+    checkpoint_every: int = 0
+    # TensorFlow's deterministic ops: bit-identical reruns and resumes.
+    deterministic: bool = False
     # Where the run directory goes; empty: runs/<preset>-<objective>.
     output_dir: str = ""
     # Keras' progress bar: 1 bar, 2 one line per eval, 0 silent.
@@ -127,7 +142,8 @@ def validate(config):
         "objective": ("causal", "masked"),
         "position_embedding": ("learned", "sinusoidal", "rotary"),
         "jit_compile": ("auto", "true", "false"),
-        "strategy": ("auto", "default", "mirrored"),
+        "strategy": ("auto", "default", "mirrored", "multi_worker", "tpu"),
+        "precision": ("float32", "mixed_float16", "mixed_bfloat16"),
     }
     for key, allowed in choices.items():
         value = getattr(config, key)
@@ -146,6 +162,7 @@ def validate(config):
         "eval_every",
         "eval_batches",
         "vocabulary_size",
+        "grad_accum_steps",
     ):
         value = getattr(config, key)
         _check(
@@ -169,6 +186,11 @@ def validate(config):
         f"{config.validation_fraction}.",
     )
     _check(0.0 <= config.dropout < 1.0, "dropout must be in [0, 1).")
+    for key in ("cpu_devices", "checkpoint_every", "sample_tokens"):
+        _check(
+            isinstance(getattr(config, key), int) and getattr(config, key) >= 0,
+            f"{key} must be a non-negative integer.",
+        )
     _check(config.learning_rate > 0, "learning_rate must be positive.")
     _check(
         0 <= config.warmup_steps < config.max_steps,
@@ -182,6 +204,31 @@ def validate(config):
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+# Fields that may change when a run resumes: they do not change what is
+# trained (only where, how fast, and what is printed).
+RUNTIME_FIELDS = (
+    "output_dir",
+    "verbose",
+    "strategy",
+    "cpu_devices",
+    "jit_compile",
+    "checkpoint_every",
+    "eval_batches",
+    "sample_tokens",
+    "sample_prompt",
+    "preset",
+)
+
+
+def differences(saved, config):
+    """Fields, other than `RUNTIME_FIELDS`, where two configs differ."""
+    return [
+        name
+        for name in FIELDS
+        if name not in RUNTIME_FIELDS
+        and getattr(saved, name) != getattr(config, name)
+    ]
 
 
 def preset_names():

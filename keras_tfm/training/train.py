@@ -4,18 +4,23 @@ The run directory:
 
     config.json        the resolved TrainConfig
     tokenizer/         the tokenizer (tokenizer.json)
-    checkpoints/       model + optimizer after each evaluation (.keras)
-    logs/              TensorBoard
+    checkpoints/       model + optimizer every checkpoint_every steps
+    logs/              TensorBoard (train and validation scalars by step)
     history.csv        one row per evaluation
     model.keras        the trained model          (written at the end)
     sample.txt         a generated sample          (causal LM)
     metrics.json       final figures; marks the run as finished (last)
+
+Training runs as compiled `model.fit` calls, one per evaluation interval,
+on a data stream that starts at the current step; so a run resumed from a
+checkpoint continues the same stream at the same step, and the learning
+rate schedule (a function of the optimizer's step) continues too.
 """
 
-import json
-import math
 import os
 import shutil
+import signal
+import tempfile
 import time
 
 import keras
@@ -30,12 +35,20 @@ from keras_tfm import tokenizers
 from keras_tfm.errors import ConfigError
 from keras_tfm.errors import UserError
 from keras_tfm.evaluation import evaluate_windows
-from keras_tfm.training import callbacks as run_callbacks
+from keras_tfm.training import checkpoints
+from keras_tfm.training.callbacks import StepMonitor
+from keras_tfm.training.callbacks import Throughput
+from keras_tfm.training.callbacks import current_step
+from keras_tfm.training.config import differences
+from keras_tfm.training.config import load_run_config
 from keras_tfm.training.config import save_config
+from keras_tfm.training.history import History
 from keras_tfm.training.strategy import get_strategy
+from keras_tfm.training.strategy import is_chief
 from keras_tfm.training.strategy import resolve_jit_compile
+from keras_tfm.training.strategy import strategy_name
 
-# What a run writes; `--overwrite` removes exactly these, nothing else.
+# What a run writes; --restart removes exactly these, nothing else.
 RUN_FILES = (
     "config.json",
     "tokenizer",
@@ -48,27 +61,51 @@ RUN_FILES = (
 )
 
 
+class TrainingDiverged(UserError):
+    """The loss became NaN or Inf."""
+
+
 def default_output_dir(config):
     return os.path.join("runs", f"{config.preset}-{config.objective}")
 
 
-def prepare_run_dir(run_dir, overwrite=False):
-    """Creates the run directory; refuses to mix with an earlier run."""
-    earlier = [
-        name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))
-    ]
-    if earlier and not overwrite:
-        raise UserError(
-            f"'{run_dir}' already holds a run ({', '.join(earlier)}): choose "
-            "another --output-dir, or pass --overwrite to replace it."
-        )
-    for name in earlier:
+def clear_run(run_dir):
+    for name in RUN_FILES:
         path = os.path.join(run_dir, name)
         if os.path.isdir(path):
             shutil.rmtree(path)
-        else:
+        elif os.path.exists(path):
             os.remove(path)
-    os.makedirs(run_dir, exist_ok=True)
+
+
+def find_resume_point(run_dir, config, restart=False, log=print):
+    """Where a run in `run_dir` starts: `None` (step 0) or a checkpoint.
+
+    A finished run is refused unless `restart`; an unfinished one resumes
+    from its newest intact checkpoint, if its config matches.
+    """
+    if restart or not os.path.exists(os.path.join(run_dir, "config.json")):
+        return None
+    if os.path.exists(os.path.join(run_dir, "metrics.json")):
+        raise UserError(
+            f"'{run_dir}' already holds a finished run: choose another "
+            "--output-dir, or pass --restart to replace it."
+        )
+    try:
+        saved = load_run_config(run_dir)
+    except ConfigError as e:
+        raise UserError(
+            f"'{run_dir}' holds a run whose config.json cannot be read "
+            f"({e}): pass --restart to start over."
+        ) from None
+    changed = differences(saved, config)
+    if changed:
+        raise UserError(
+            f"'{run_dir}' holds an unfinished run with a different "
+            f"{', '.join(changed)}: rerun with its settings to resume, or "
+            "pass --restart to start over."
+        )
+    return checkpoints.latest_good(os.path.join(run_dir, "checkpoints"), log)
 
 
 def load_texts(config, dataset=None):
@@ -91,7 +128,9 @@ def build_tokenizer(config, texts):
 
 def build_model(config, vocabulary_size):
     """The `CausalLM` or `MaskedLM` a config describes."""
-    model_class = models.CausalLM if config.objective == "causal" else models.MaskedLM
+    model_class = (
+        models.CausalLM if config.objective == "causal" else models.MaskedLM
+    )
     return model_class(
         vocabulary_size=vocabulary_size,
         num_layers=config.num_layers,
@@ -110,7 +149,11 @@ def build_model(config, vocabulary_size):
 
 
 def build_optimizer(config):
-    """AdamW with linear warmup, cosine decay and global-norm clipping."""
+    """AdamW with linear warmup, cosine decay and global-norm clipping.
+
+    The schedule is a function of the optimizer's step, which counts
+    global steps (one per global batch), whatever the number of replicas.
+    """
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
         warmup_target=config.learning_rate,
@@ -131,13 +174,6 @@ def build_optimizer(config):
     return optimizer
 
 
-def write_json(path, values):
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2)
-    os.replace(temporary, path)
-
-
 def save_model(model, path):
     """Saves `.keras` under a temporary name first: never half a file."""
     temporary = os.path.join(os.path.dirname(path), ".partial-model.keras")
@@ -145,8 +181,12 @@ def save_model(model, path):
     os.replace(temporary, path)
 
 
-def train(config, strategy=None, dataset=None, overwrite=False):
+def train(config, strategy=None, dataset=None, overwrite=False, restart=False):
     """Pre-trains a language model as `config` says.
+
+    Rerunning an interrupted run with the same config resumes it from its
+    last checkpoint (model, optimizer, step, schedule and data position)
+    and finishes at the same step count.
 
     Args:
         config: a `TrainConfig`.
@@ -154,16 +194,36 @@ def train(config, strategy=None, dataset=None, overwrite=False):
             `config.strategy`.
         dataset: optional texts to train on instead of `config.data`: a list
             of strings (documents) or a `tf.data.Dataset` of strings.
-        overwrite: replace an earlier run in the output directory.
+        overwrite, restart: discard any earlier run in the output directory
+            and start over (the two are synonyms).
 
     Returns:
-        The metrics dict that is also written to `metrics.json`.
+        The metrics dict written to `metrics.json`, or, for a run stopped by
+        SIGTERM, `{"preempted": True, "steps": ...}`.
+
+    Raises:
+        UserError: bad input, or a loss that became NaN or Inf
+            (`TrainingDiverged`).
     """
-    run_dir = config.output_dir or default_output_dir(config)
+    # The strategy first: MultiWorkerMirroredStrategy must exist before
+    # any other TensorFlow op runs.
+    strategy = strategy or get_strategy(config.strategy, config.cpu_devices)
+    chief = is_chief(strategy)
+    log = print if chief and config.verbose > 0 else (lambda *a, **k: None)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
 
+    run_dir = config.output_dir or default_output_dir(config)
+    restart = restart or overwrite
+    resume = find_resume_point(run_dir, config, restart, log)
+    start_step = resume[0] if resume else 0
+
     texts = load_texts(config, dataset)
-    tokenizer = build_tokenizer(config, texts)
+    if resume:
+        tokenizer = tokenizers.load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    else:
+        tokenizer = build_tokenizer(config, texts)
     lm_data = data.prepare_lm_data(
         tokenizer,
         texts,
@@ -171,27 +231,56 @@ def train(config, strategy=None, dataset=None, overwrite=False):
         config.validation_fraction,
         config.seed,
     )
-
-    strategy = strategy or get_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ConfigError(
             f"batch_size ({config.batch_size}) must be a multiple of the "
             f"{replicas} replicas: change --batch-size."
         )
-    prepare_run_dir(run_dir, overwrite)
-    save_config(config, os.path.join(run_dir, "config.json"))
-    tokenizer.save(os.path.join(run_dir, "tokenizer"))
 
-    # The global batch is split across replicas by tf.distribute.
-    train_ds = data.make_dataset(
-        lm_data.train,
-        config.batch_size,
-        config.objective,
-        tokenizer,
-        training=True,
-        seed=config.seed,
-    )
+    # Only the chief writes the run directory; other workers write their
+    # (identical) checkpoints and model to a scratch directory, deleted at
+    # the end, since saving can need every worker.
+    scratch = None if chief else tempfile.mkdtemp(prefix="keras-tfm-worker-")
+    out_dir = run_dir if chief else scratch
+    if chief:
+        if not resume:
+            clear_run(run_dir)
+        os.makedirs(run_dir, exist_ok=True)
+        save_config(config, os.path.join(run_dir, "config.json"))
+        tokenizer.save(os.path.join(run_dir, "tokenizer"))
+
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config.precision)
+    try:
+        with strategy.scope():
+            model = build_model(config, tokenizer.vocabulary_size)
+            model.micro_batches = config.grad_accum_steps
+            model.compile(
+                optimizer=build_optimizer(config),
+                jit_compile=resolve_jit_compile(config.jit_compile, strategy),
+            )
+            if resume:
+                # Build the optimizer's slots so that loading fills them.
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(resume[1])
+        if resume:
+            log(f"resumed from step {start_step}")
+        result = _fit(
+            model, config, tokenizer, lm_data, strategy, out_dir, chief,
+            start_step, log,
+        )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def _fit(model, config, tokenizer, lm_data, strategy, out_dir, chief,
+         start_step, log):
+    sequences_per_step = config.batch_size * config.grad_accum_steps
+    tokens_per_step = sequences_per_step * config.sequence_length
     val_batch = min(config.batch_size, len(lm_data.validation))
     val_batches = min(config.eval_batches, len(lm_data.validation) // val_batch)
     val_ds = data.make_dataset(
@@ -202,50 +291,88 @@ def train(config, strategy=None, dataset=None, overwrite=False):
         training=False,
         seed=config.seed,
     )
-    jit_compile = resolve_jit_compile(config.jit_compile, strategy)
-    with strategy.scope():
-        model = build_model(config, tokenizer.vocabulary_size)
-        model.compile(optimizer=build_optimizer(config), jit_compile=jit_compile)
-
     # Periodic validation sees the first `val_batches` batches.
     seen = lm_data.validation.subset(np.arange(val_batches * val_batch))
-    throughput = run_callbacks.Throughput()
-    callback_list = [
-        run_callbacks.StepLimit(config.max_steps),
-        throughput,
-        run_callbacks.EvaluationLog(
-            os.path.join(run_dir, "history.csv"),
-            tokens_per_step=config.batch_size * config.sequence_length,
-            val_tokens=seen.tokens[:, 1:].size,
-            val_bytes=int(seen.target_bytes.sum()),
-            val_unknown_bytes=int(seen.target_unknown_bytes.sum()),
-        ),
-        run_callbacks.Checkpoint(
-            os.path.join(run_dir, "checkpoints"), verbose=config.verbose > 0
-        ),
-        keras.callbacks.TensorBoard(
-            os.path.join(run_dir, "logs"), update_freq="epoch", profile_batch=0
-        ),
-    ]
-    start = time.time()
-    fit_history = model.fit(
-        train_ds,
-        steps_per_epoch=config.eval_every,
-        epochs=math.ceil(config.max_steps / config.eval_every),
-        validation_data=val_ds,
-        validation_steps=val_batches,
-        shuffle=False,  # the dataset shuffles itself
-        callbacks=callback_list,
-        verbose=config.verbose,
+    history = History(
+        out_dir if chief else None,
+        val_tokens=seen.tokens[:, 1:].size,
+        val_bytes=int(seen.target_bytes.sum()),
+        val_unknown_bytes=int(seen.target_unknown_bytes.sum()),
+        start_step=start_step,
     )
+    monitor = StepMonitor(
+        os.path.join(out_dir, "checkpoints"),
+        config.checkpoint_every or config.eval_every,
+        verbose=chief and config.verbose > 0,
+    )
+    throughput = Throughput()
+    previous_handler = monitor.install_sigterm_handler()
+    start = time.time()
+    step, train_loss = start_step, float("nan")
+    try:
+        while step < config.max_steps:
+            # Run to the next evaluation (a multiple of eval_every).
+            target = min(
+                (step // config.eval_every + 1) * config.eval_every,
+                config.max_steps,
+            )
+            train_ds = data.make_dataset(
+                lm_data.train,
+                sequences_per_step,
+                config.objective,
+                tokenizer,
+                training=True,
+                seed=config.seed,
+                start_step=step,
+            )
+            if config.verbose > 0 and chief:
+                log(f"steps {step + 1}-{target} of {config.max_steps}")
+            fit_history = model.fit(
+                train_ds,
+                steps_per_epoch=target - step,
+                epochs=1,
+                callbacks=[monitor, throughput],
+                verbose=config.verbose if chief else 0,
+                shuffle=False,  # the stream is shuffled, by step
+            )
+            train_loss = float(fit_history.history["loss"][-1])
+            step = current_step(model)
+            if monitor.diverged_at is not None:
+                good = checkpoints.latest_good(
+                    os.path.join(out_dir, "checkpoints"), log
+                )
+                kept = f"step {good[0]}" if good else "none yet"
+                raise TrainingDiverged(
+                    f"the loss became {train_loss} at step "
+                    f"{monitor.diverged_at}; the last good checkpoint "
+                    f"({kept}) is kept: lower --learning-rate or raise "
+                    "--warmup-steps, and pass --restart."
+                )
+            if monitor.preempted:
+                log(
+                    f"stopped by SIGTERM at step {step}; rerun the same "
+                    "command to resume."
+                )
+                return {"preempted": True, "steps": step}
+            logs = model.evaluate(
+                val_ds, steps=val_batches, return_dict=True, verbose=0
+            )
+            if monitor.last_checkpoint != step:
+                # Every evaluation is a checkpoint too.
+                monitor.save(step)
+            history.record(
+                step,
+                train_loss,
+                float(logs["loss"]),
+                float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+                step * tokens_per_step,
+                time.time() - start,
+                log,
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        history.close()
     train_seconds = time.time() - start
-    steps = int(model.optimizer.iterations)
-    train_loss = float(fit_history.history["loss"][-1])
-    if not math.isfinite(train_loss):
-        raise UserError(
-            f"training diverged (loss {train_loss}) by step {steps}: lower "
-            "--learning-rate or raise --warmup-steps."
-        )
 
     final = evaluate_windows(
         model,
@@ -255,12 +382,11 @@ def train(config, strategy=None, dataset=None, overwrite=False):
         batch_size=config.batch_size,
         seed=config.seed,
     )
-    save_model(model, os.path.join(run_dir, "model.keras"))
+    save_model(model, os.path.join(out_dir, "model.keras"))
     sample = None
-    if config.objective == "causal" and config.sample_tokens > 0:
-        sample = write_sample(model, tokenizer, lm_data, config, run_dir)
+    if chief and config.objective == "causal" and config.sample_tokens > 0:
+        sample = write_sample(model, tokenizer, lm_data, config, out_dir)
 
-    tokens_per_step = config.batch_size * config.sequence_length
     metrics = {
         "val_loss": final["loss"],
         "val_perplexity": final["perplexity"],
@@ -270,36 +396,43 @@ def train(config, strategy=None, dataset=None, overwrite=False):
         "val_unknown_rate": final["unknown_rate"],
         "unigram_bits_per_byte": lm_data.stats["unigram_bits_per_byte"],
         "train_loss": train_loss,
-        "steps": steps,
-        "tokens_seen": steps * tokens_per_step,
-        # Training steps only: without the first (compiling) step and
-        # without validation.
+        "steps": step,
+        "tokens_seen": step * tokens_per_step,
+        # Training steps of this process only: without each fit call's
+        # first (compiling) step and without validation.
         "tokens_per_second": (
             throughput.timed_steps * tokens_per_step
             / max(throughput.train_seconds, 1e-9)
         ),
         "first_step_seconds": throughput.first_step_seconds,
         "train_seconds": train_seconds,
+        "resumed_from_step": start_step or None,
         "parameters": model.count_params(),
         "objective": config.objective,
         "tokenizer": config.tokenizer,
         "vocabulary_size": tokenizer.vocabulary_size,
-        "replicas": replicas,
-        "jit_compile": jit_compile,
+        "replicas": strategy.num_replicas_in_sync,
+        "strategy": strategy_name(strategy),
+        "precision": config.precision,
+        "grad_accum_steps": config.grad_accum_steps,
+        "jit_compile": bool(model.jit_compile),
         "corpus_tokens": lm_data.stats["corpus_tokens"],
         "corpus_bytes": lm_data.stats["corpus_bytes"],
         "train_sequences": lm_data.stats["train_sequences"],
         "validation_sequences": lm_data.stats["validation_sequences"],
         "sample": sample,
-        "run_dir": run_dir,
+        "run_dir": config.output_dir or default_output_dir(config),
     }
     if config.objective == "masked":
         metrics["val_bits_per_byte_note"] = (
             "pseudo bits per byte: masked-token loss spread over all tokens; "
             "comparable between masked LMs only"
         )
-    # Written last: its presence marks a finished run.
-    write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    if chief:
+        # Written last: its presence marks a finished run.
+        checkpoints.write_json_atomically(
+            os.path.join(out_dir, "metrics.json"), metrics
+        )
     return metrics
 
 

@@ -31,7 +31,8 @@ def test_smoke_run_writes_a_complete_run_directory(tmp_path, shakespeare_path):
                  "history.csv", "metrics.json", "sample.txt", "logs"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == [
-        "step-00000002.keras", "step-00000004.keras"
+        "step-00000002.json", "step-00000002.keras",
+        "step-00000004.json", "step-00000004.keras",
     ]
     with open(os.path.join(run_dir, "metrics.json")) as f:
         saved = json.load(f)
@@ -87,7 +88,7 @@ def test_refuses_to_mix_with_an_earlier_run(tmp_path):
     texts = ["abcdefghij " * 40] * 3
     config = tiny_config(tmp_path, max_steps=3, eval_every=3, sample_tokens=0)
     train(config, dataset=texts)
-    with pytest.raises(UserError, match="already holds a run"):
+    with pytest.raises(UserError, match="already holds a finished run"):
         train(config, dataset=texts)
     train(config, dataset=texts, overwrite=True)
 

@@ -1,0 +1,235 @@
+"""Checkpoints, kills, resume, divergence, precision and accumulation."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_tfm.errors import UserError
+from keras_tfm.training import TrainingDiverged
+from keras_tfm.training import checkpoints
+from keras_tfm.training import make_config
+from keras_tfm.training import train
+
+TEXTS = ["to be or not to be, that is the question. " * 30] * 4
+
+# Long enough to be killed mid-run: ~10 ms steps, evaluations every 100.
+LONG_RUN = ["pretrain", "--config", "tiny", "--max-steps", "400",
+            "--eval-every", "100", "--checkpoint-every", "20",
+            "--sequence-length", "64", "--batch-size", "16",
+            "--sample-tokens", "0", "--verbose", "2", "--deterministic"]
+
+
+def long_run(run_dir, data):
+    return ["keras-tfm", *LONG_RUN, "--data", data, "--output-dir", str(run_dir)]
+
+
+def start(command):
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_checkpoint(process, run_dir, min_step, timeout=120):
+    deadline = time.time() + timeout
+    while True:
+        steps = checkpoints.list_steps(str(run_dir / "checkpoints"))
+        if steps and steps[-1] >= min_step:
+            return steps[-1]
+        if process.poll() is not None:
+            pytest.fail("the run ended before it could be interrupted")
+        if time.time() > deadline:
+            process.kill()
+            pytest.fail("no checkpoint in time")
+        time.sleep(0.02)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, shakespeare_path):
+    run_dir = tmp_path_factory.mktemp("whole") / "run"
+    result = subprocess.run(long_run(run_dir, shakespeare_path),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return run_dir
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(
+    tmp_path, shakespeare_path, uninterrupted
+):
+    run_dir = tmp_path / "run"
+    process = start(long_run(run_dir, shakespeare_path))
+    killed_after = wait_for_checkpoint(process, run_dir, min_step=120)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert not (run_dir / "metrics.json").exists()
+    assert not (run_dir / "model.keras").exists()
+
+    result = subprocess.run(long_run(run_dir, shakespeare_path),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    resumed = [line for line in result.stdout.splitlines()
+               if line.startswith("resumed from step")]
+    assert resumed, result.stdout[-2000:]
+    assert int(resumed[0].split()[-1]) >= killed_after
+
+    whole = read_json(uninterrupted / "metrics.json")
+    again = read_json(run_dir / "metrics.json")
+    assert again["steps"] == whole["steps"] == 400
+    # Same model, optimizer, schedule and data position: the same numbers.
+    for key in ("val_loss", "train_loss", "val_bits_per_byte"):
+        np.testing.assert_allclose(again[key], whole[key], rtol=0, atol=1e-5)
+    with open(uninterrupted / "history.csv") as f:
+        whole_rows = f.read().splitlines()
+    with open(run_dir / "history.csv") as f:
+        rows = f.read().splitlines()
+    # Steps and validation losses are identical. (An interval's train_loss
+    # averages the steps this process ran, so the interval that was
+    # interrupted averages only the steps after the resume.)
+    def step_and_val_loss(lines):
+        return [(r.split(",")[0], r.split(",")[2]) for r in lines]
+
+    assert step_and_val_loss(rows) == step_and_val_loss(whole_rows)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, shakespeare_path):
+    run_dir = tmp_path / "run"
+    process = start(long_run(run_dir, shakespeare_path))
+    first = wait_for_checkpoint(process, run_dir, min_step=20)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output[-2000:]
+    assert "Traceback" not in output
+    stopped = [line for line in output.splitlines() if "stopped by SIGTERM" in line]
+    assert stopped, output[-2000:]
+    step = int(stopped[0].split("at step ")[1].split(";")[0])
+    assert step >= first
+    assert checkpoints.list_steps(str(run_dir / "checkpoints"))[-1] == step
+    assert checkpoints.verify(str(run_dir / "checkpoints"), step) is None
+    assert not (run_dir / "metrics.json").exists()
+
+
+def small_model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+def test_damaged_checkpoints_are_detected(tmp_path):
+    directory = str(tmp_path)
+    model = small_model()
+    for step in (1, 2, 3):
+        checkpoints.save(model, directory, step, keep=3)
+    assert checkpoints.list_steps(directory) == [1, 2, 3]
+    # Truncate the newest, flip a byte in the middle one.
+    newest = checkpoints.checkpoint_path(directory, 3)
+    with open(newest, "r+b") as f:
+        f.truncate(100)
+    middle = checkpoints.checkpoint_path(directory, 2)
+    with open(middle, "r+b") as f:
+        f.seek(500)
+        byte = f.read(1)
+        f.seek(500)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    messages = []
+    assert checkpoints.latest_good(directory, messages.append) == (
+        1, checkpoints.checkpoint_path(directory, 1)
+    )
+    assert "step 3" in messages[0] and "truncated" in messages[0]
+    assert "step 2" in messages[1] and "corrupted" in messages[1]
+    os.remove(checkpoints.checkpoint_path(directory, 1)[:-6] + ".json")
+    with pytest.raises(UserError, match="no intact checkpoint"):
+        checkpoints.latest_good(directory, messages.append)
+
+
+def test_resume_skips_a_damaged_checkpoint(tmp_path, capsys):
+    config = make_config("tiny", output_dir=str(tmp_path / "run"), max_steps=6,
+                         eval_every=3, checkpoint_every=2, sample_tokens=0,
+                         verbose=1)
+    train(config, dataset=TEXTS)
+    run_dir = tmp_path / "run"
+    # Make it an unfinished run whose newest checkpoint is damaged.
+    os.remove(run_dir / "metrics.json")
+    os.remove(run_dir / "model.keras")
+    with open(checkpoints.checkpoint_path(str(run_dir / "checkpoints"), 6),
+              "ab") as f:
+        f.write(b"garbage")
+    capsys.readouterr()
+    metrics = train(config, dataset=TEXTS)
+    out = capsys.readouterr().out
+    assert "checkpoint at step 6 is unusable" in out
+    assert "resumed from step 4" in out
+    assert metrics["steps"] == 6 and metrics["resumed_from_step"] == 4
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    config = make_config("tiny", output_dir=str(tmp_path / "run"), max_steps=4,
+                         eval_every=2, sample_tokens=0, verbose=0)
+    train(config, dataset=TEXTS)
+    os.remove(tmp_path / "run" / "metrics.json")
+    changed = make_config("tiny", output_dir=str(tmp_path / "run"),
+                          max_steps=4, eval_every=2, hidden_dim=64, verbose=0)
+    with pytest.raises(UserError, match="different hidden_dim"):
+        train(changed, dataset=TEXTS)
+    # --restart starts over deliberately.
+    metrics = train(changed, dataset=TEXTS, restart=True)
+    assert metrics["resumed_from_step"] is None
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = make_config("tiny", output_dir=str(tmp_path / "run"),
+                         learning_rate=1e30, clipnorm=0.0, max_steps=10,
+                         eval_every=5, checkpoint_every=1, verbose=0)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step \d"):
+        train(config, dataset=TEXTS)
+    directory = str(tmp_path / "run" / "checkpoints")
+    good = checkpoints.latest_good(directory)
+    assert good is not None
+    model = keras.models.load_model(good[1])
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_learns(tmp_path, precision):
+    config = make_config("tiny", output_dir=str(tmp_path / "run"),
+                         precision=precision, max_steps=12, eval_every=4,
+                         sample_tokens=4, verbose=0)
+    metrics = train(config, dataset=TEXTS)
+    with open(tmp_path / "run" / "history.csv") as f:
+        losses = [float(line.split(",")[2]) for line in f.readlines()[1:]]
+    assert losses[-1] < losses[0]
+    assert metrics["precision"] == precision
+    assert keras.config.dtype_policy().name == "float32"  # restored
+
+
+def test_accumulating_k_batches_matches_one_batch_k_times_larger(tmp_path):
+    def run(name, batch_size, grad_accum_steps):
+        config = make_config(
+            "tiny", output_dir=str(tmp_path / name), batch_size=batch_size,
+            grad_accum_steps=grad_accum_steps, max_steps=4, eval_every=2,
+            sample_tokens=0, verbose=0,
+        )
+        metrics = train(config, dataset=TEXTS)
+        model = keras.models.load_model(str(tmp_path / name / "model.keras"))
+        return metrics, model.get_weights()
+
+    accumulated, weights_a = run("accumulated", 4, 3)
+    whole, weights_b = run("whole", 12, 1)
+    assert accumulated["tokens_seen"] == whole["tokens_seen"]
+    np.testing.assert_allclose(accumulated["val_loss"], whole["val_loss"],
+                               atol=1e-5)
+    for a, b in zip(weights_a, weights_b):
+        np.testing.assert_allclose(a, b, atol=1e-5)
