@@ -146,14 +146,21 @@ class TransformerLM(keras.Model):
 
     # === Training steps ===
     # Two additions to Keras' TensorFlow train step, used by keras-tfm's
-    # trainer and harmless elsewhere: gradient accumulation over micro-
-    # batches, and the fixes that let `fit` run under
-    # MultiWorkerMirroredStrategy (keras-team/keras#20585).
+    # trainer and inert unless switched on: gradient accumulation over
+    # micro-batches (`micro_batches`), and global-norm clipping of the
+    # gradient summed over all replicas (`global_clipnorm`); plus the fixes
+    # that let `fit` run under MultiWorkerMirroredStrategy.
 
     micro_batches = 1
+    # Keras optimizers clip each replica's share of the gradient before
+    # the all-reduce, so under a multi-replica strategy their
+    # `global_clipnorm` clips a different gradient than on one device.
+    # Set this instead (and leave the optimizer's unset) to clip the
+    # all-reduced gradient, identically on any number of replicas.
+    global_clipnorm = None
 
     def train_step(self, data):
-        if self.micro_batches == 1:
+        if self.micro_batches == 1 and not self.global_clipnorm:
             return self._multi_worker_safe(super().train_step(data))
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         k = self.micro_batches
@@ -185,10 +192,25 @@ class TransformerLM(keras.Model):
             )
             self.compute_metrics(x_i, y_i, y_pred, sample_weight=w_i)
         # The mean of equal micro-batches' mean gradients is the batch's.
-        self.optimizer.apply_gradients(
-            zip([g / k for g in total], weights)
-        )
+        gradients = [g / k for g in total]
+        if self.global_clipnorm:
+            gradients = self._clip_global_norm(gradients)
+        self.optimizer.apply_gradients(zip(gradients, weights))
         return self._multi_worker_safe(self.get_metrics_result())
+
+    def _clip_global_norm(self, gradients):
+        # This replica's gradients sum, over replicas, to the batch's mean
+        # gradient; its norm decides the clipping, so all-reduce first.
+        context = tf.distribute.get_replica_context()
+        summed = gradients
+        if context is not None and context.num_replicas_in_sync > 1:
+            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        norm = tf.linalg.global_norm(summed)
+        # Gradients of a loss scaled for mixed precision (by the factor
+        # scale_loss applies, 1 without): compare the unscaled norm.
+        norm = norm / self.optimizer.scale_loss(tf.constant(1.0, norm.dtype))
+        scale = tf.minimum(1.0, self.global_clipnorm / (norm + 1e-12))
+        return [g * tf.cast(scale, g.dtype) for g in gradients]
 
     def test_step(self, data):
         return self._multi_worker_safe(super().test_step(data))

@@ -149,7 +149,10 @@ def build_model(config, vocabulary_size):
 
 
 def build_optimizer(config):
-    """AdamW with linear warmup, cosine decay and global-norm clipping.
+    """AdamW with linear warmup and cosine decay.
+
+    Gradient clipping is the model's (`global_clipnorm`), which clips the
+    all-reduced gradient rather than each replica's share.
 
     The schedule is a function of the optimizer's step, which counts
     global steps (one per global batch), whatever the number of replicas.
@@ -167,7 +170,6 @@ def build_optimizer(config):
         beta_1=config.beta_1,
         beta_2=config.beta_2,
         epsilon=1e-8,
-        global_clipnorm=config.clipnorm or None,
     )
     # Decay matrices only: biases and layer-norm scales/offsets are exempt.
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
@@ -256,13 +258,15 @@ def train(config, strategy=None, dataset=None, overwrite=False, restart=False):
         with strategy.scope():
             model = build_model(config, tokenizer.vocabulary_size)
             model.micro_batches = config.grad_accum_steps
+            model.global_clipnorm = config.clipnorm or None
             model.compile(
                 optimizer=build_optimizer(config),
                 jit_compile=resolve_jit_compile(config.jit_compile, strategy),
             )
+            # Build the optimizer's slots (and loss scale) now: a resume
+            # loads into them, and the train step reads them.
+            model.optimizer.build(model.trainable_variables)
             if resume:
-                # Build the optimizer's slots so that loading fills them.
-                model.optimizer.build(model.trainable_variables)
                 model.load_weights(resume[1])
         if resume:
             log(f"resumed from step {start_step}")

@@ -123,3 +123,37 @@ def test_loads_after_importing_keras_tfm_only(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert f"(1, 4, {VOCAB})" in out.stdout
+
+
+def test_global_clipnorm_clips_the_summed_gradient():
+    model = CausalLM(**KWARGS)
+    model.global_clipnorm = 1e-3
+    model.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=False)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    x = token_ids(4)
+    model.fit(x, np.roll(x, -1, 1), batch_size=4, epochs=1, verbose=0)
+    step = np.sqrt(sum(
+        np.sum((w.numpy() - b) ** 2)
+        for w, b in zip(model.trainable_weights, before)
+    ))
+    # SGD with learning rate 1 moves the weights by the clipped gradient.
+    np.testing.assert_allclose(step, 1e-3, rtol=1e-3)
+
+
+def test_micro_batches_match_the_whole_batch():
+    x = token_ids(8)
+    y = np.roll(x, -1, 1)
+
+    def one_step(micro_batches):
+        keras.utils.set_random_seed(3)
+        model = CausalLM(**KWARGS)
+        model.micro_batches = micro_batches
+        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
+        history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        return history.history["loss"][0], model.get_weights()
+
+    loss_1, weights_1 = one_step(1)
+    loss_4, weights_4 = one_step(4)
+    np.testing.assert_allclose(loss_4, loss_1, rtol=1e-6)
+    for a, b in zip(weights_1, weights_4):
+        np.testing.assert_allclose(a, b, atol=1e-6)
