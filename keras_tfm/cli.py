@@ -87,6 +87,40 @@ def build_parser():
         "--json", action="store_true", help="print one JSON object"
     )
 
+    export = commands.add_parser(
+        "export",
+        help="SavedModel for TF Serving and TFLite files, checked against "
+        "the Keras model",
+        description="Export a finished run under RUN_DIR/export/ (or "
+        "--output) and write export_report.json: each file's size, the "
+        "largest difference of its logits from the Keras model's, and its "
+        "bits per byte on held-out text.",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument(
+        "--format", default="savedmodel,tflite",
+        help="comma-separated: savedmodel, tflite (default: both)",
+    )
+    export.add_argument(
+        "--quantize", default="none,float16,dynamic,int8",
+        help="comma-separated TFLite variants: none (float32), float16, "
+        "dynamic (int8 weights), int8 (int8 weights and activations, "
+        "calibrated on the corpus); default: all",
+    )
+    export.add_argument("--output", help="directory (default: RUN_DIR/export)")
+    export.add_argument(
+        "--model-name", help="TF Serving model name (default: RUN_DIR's name)"
+    )
+    export.add_argument("--version", type=int, default=1,
+                        help="TF Serving version directory (default: 1)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier export in the output directory")
+    export.add_argument(
+        "--allow-flex", action="store_true",
+        help="accept select TF (Flex) ops in TFLite files; they need a "
+        "Flex-enabled runtime",
+    )
+
     generate = commands.add_parser(
         "generate", help="sample text from a causal LM run"
     )
@@ -147,6 +181,25 @@ def run_evaluate(args):
     )
 
 
+def run_export(args):
+    from keras_tfm.export import export_run
+
+    def split(value):
+        return [v.strip() for v in value.split(",") if v.strip()]
+
+    report = export_run(
+        args.run_dir,
+        formats=split(args.format),
+        quantize=split(args.quantize),
+        output=args.output,
+        model_name=args.model_name,
+        version=args.version,
+        overwrite=args.overwrite,
+        allow_flex=args.allow_flex,
+    )
+    print(f"export written to {report['output']} (export_report.json)")
+
+
 def run_generate(args):
     from keras_tfm.runs import generate_from_run
 
@@ -168,6 +221,7 @@ def main(argv=None):
         "pretrain": run_pretrain,
         "evaluate": run_evaluate,
         "generate": run_generate,
+        "export": run_export,
     }
     try:
         handlers[args.command](args)

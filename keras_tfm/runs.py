@@ -62,14 +62,7 @@ def evaluate_run(run_dir, patterns=None, batch_size=32):
             overlap=True,
         )
     else:
-        texts = [text for _, text in corpus.load_corpus(config.data)]
-        windows = data.prepare_lm_data(
-            tokenizer,
-            texts,
-            config.sequence_length,
-            config.validation_fraction,
-            config.seed,
-        ).validation
+        windows = validation_windows(run_dir, config, tokenizer)
     return evaluate_windows(
         model,
         windows,
@@ -78,6 +71,21 @@ def evaluate_run(run_dir, patterns=None, batch_size=32):
         batch_size=batch_size,
         seed=config.seed,
     )
+
+
+def validation_windows(run_dir, config, tokenizer):
+    """The run's validation split, rebuilt from its corpus and seed."""
+    from keras_tfm import corpus
+    from keras_tfm import data
+
+    texts = [text for _, text in corpus.load_corpus(config.data)]
+    return data.prepare_lm_data(
+        tokenizer,
+        texts,
+        config.sequence_length,
+        config.validation_fraction,
+        config.seed,
+    ).validation
 
 
 def generate_from_run(

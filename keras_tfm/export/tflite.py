@@ -1,0 +1,153 @@
+"""TFLite files for phones: float32, float16, dynamic-range and full int8.
+
+Each file is converted from a SavedModel (Keras' `ExportArchive`), the
+route Keras' own LiteRT export takes (`TFLiteConverter.from_concrete_
+functions` gave NaN logits in a trial), with a static input shape: a
+dynamic sequence length brings in Flex (select TF) ops that neither the
+LiteRT interpreter nor an ordinary app can run. Only TFLite's built-in ops
+are allowed unless the caller opts in to Flex; the ops of every file are
+listed.
+"""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_tfm.errors import UserError
+
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+
+
+def _convert(saved_model_dir, signature_keys, quantization, allow_flex,
+             representative_dataset=None, allow_custom_ops=False):
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=signature_keys
+    )
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        # Weights and activations in int8, calibrated on real text; an op
+        # without an int8 kernel falls back to float.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    if allow_flex:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+    converter.allow_custom_ops = allow_custom_ops
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises ConverterError and others
+        message = str(e).strip().splitlines()
+        flex = [line for line in message if "Flex" in line or "select" in line.lower()]
+        raise UserError(
+            f"TFLite conversion ({quantization}) failed: "
+            f"{(flex or message or ['unknown error'])[-1].strip()}"
+            + ("" if allow_flex else "; pass --allow-flex to accept select "
+               "TF ops (they need a Flex-enabled runtime)")
+        ) from None
+
+
+def list_ops(content):
+    """The op names in a TFLite flatbuffer (custom and Flex ops by name)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    names = {
+        code: name
+        for name, code in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_")
+    }
+    model = schema.Model.GetRootAsModel(content, 0)
+    ops = set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if names.get(builtin) == "CUSTOM":
+            ops.add(code.CustomCode().decode("utf-8"))
+        else:
+            ops.add(names.get(builtin, str(builtin)))
+    return sorted(ops)
+
+
+def flex_ops(ops):
+    return [op for op in ops if op.startswith("Flex")]
+
+
+def logits_archive(model, sequence_length):
+    """An `ExportArchive` with `serving_default`: ids `[1, L]` -> logits."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def logits(token_ids):
+        return {"logits": tf.cast(model(token_ids, training=False), tf.float32)}
+
+    archive.add_endpoint(
+        "serve",
+        logits,
+        input_signature=[
+            tf.TensorSpec([1, sequence_length], tf.int32, name="token_ids")
+        ],
+    )
+    return archive
+
+
+def convert_logits_model(model, sequence_length, quantization="none",
+                         allow_flex=False, calibration_windows=None):
+    """The model as TFLite bytes: token ids `[1, L]` -> logits.
+
+    Args:
+        calibration_windows: int array `(n, L)` of real token ids; needed
+            for `"int8"`, whose activation ranges they calibrate.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise UserError(
+            f"unknown quantization '{quantization}': use "
+            f"{', '.join(QUANTIZATIONS)}."
+        )
+    representative = None
+    if quantization == "int8":
+        def representative():
+            for row in calibration_windows:
+                yield {"token_ids": np.asarray(row[None, :], np.int32)}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        logits_archive(model, sequence_length).write_out(tmp, verbose=False)
+        content = _convert(
+            tmp, ["serving_default"], quantization, allow_flex, representative
+        )
+    ops = list_ops(content)
+    if flex_ops(ops) and not allow_flex:
+        raise UserError(
+            f"the {quantization} TFLite file needs Flex ops "
+            f"({', '.join(flex_ops(ops))}), which ordinary apps cannot run: "
+            "pass --allow-flex to keep it anyway."
+        )
+    return content, ops
+
+
+def interpreter(path_or_content, num_threads=None):
+    """A LiteRT interpreter for a file or its bytes, as an app would run it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    kwargs = {"num_threads": num_threads} if num_threads else {}
+    if isinstance(path_or_content, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(path_or_content), **kwargs)
+    return Interpreter(model_path=os.fspath(path_or_content), **kwargs)
+
+
+def run_logits(runner, token_ids):
+    """Logits `[n, L, V]` for `[n, L]` ids, one sequence per call."""
+    signature = runner.get_signature_runner("serving_default")
+    return np.concatenate(
+        [
+            signature(token_ids=np.asarray(row[None, :], np.int32))["logits"]
+            for row in token_ids
+        ]
+    )

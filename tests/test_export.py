@@ -1,0 +1,182 @@
+"""Export: SavedModel (TF Serving layout and signatures) and TFLite files,
+each checked against the Keras model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_tfm.cli import main
+from keras_tfm.errors import UserError
+from keras_tfm.export import export_run
+from keras_tfm.training import make_config
+from keras_tfm.training import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, shakespeare_path):
+    path = str(tmp_path_factory.mktemp("export") / "run")
+    # Wider than `tiny`, so that quantization (which skips small tensors)
+    # meets most of the weights, as in real models.
+    train(make_config("tiny", data=[shakespeare_path], output_dir=path,
+                      hidden_dim=128, intermediate_dim=512, num_layers=2,
+                      max_steps=40, eval_every=20, sample_tokens=0, verbose=0))
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    return export_run(run_dir, log=lambda *a: None)
+
+
+def entry(report, fmt, quantization="none"):
+    return next(e for e in report["files"]
+                if e["format"] == fmt and e["quantization"] == quantization)
+
+
+def test_layout_and_report(run_dir, report):
+    out = os.path.join(run_dir, "export")
+    with open(os.path.join(out, "export_report.json")) as f:
+        assert json.load(f)["files"] == report["files"]
+    version_dir = os.path.join(out, "savedmodel", "run", "1")
+    assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
+    assert os.path.isdir(os.path.join(version_dir, "variables"))
+    assert os.path.isfile(os.path.join(out, "tokenizer.json"))
+    for e in report["files"]:
+        assert os.path.exists(os.path.join(out, e["path"]))
+        assert e["bytes"] > 0 and "max_abs_logit_diff" in e
+    assert not os.path.exists(out + ".partial")
+
+
+def test_float32_files_match_keras(report):
+    assert entry(report, "savedmodel")["max_abs_logit_diff"] < 1e-4
+    assert entry(report, "tflite")["max_abs_logit_diff"] < 1e-4
+    assert "serving_default" in entry(report, "savedmodel")["signatures"]
+    assert "next_token" in entry(report, "savedmodel")["signatures"]
+
+
+def test_quantized_files_are_small_and_builtin_only(report):
+    float32 = entry(report, "tflite")
+    for quantization in ("float16", "dynamic", "int8"):
+        e = entry(report, "tflite", quantization)
+        assert e["flex_ops"] == [] and not any(
+            op.startswith("Flex") for op in e["ops"])
+        assert e["size_vs_float32"] == e["bytes"] / float32["bytes"]
+    assert entry(report, "tflite", "float16")["size_vs_float32"] < 0.6
+    assert entry(report, "tflite", "dynamic")["size_vs_float32"] < 0.35
+    assert entry(report, "tflite", "int8")["size_vs_float32"] < 0.35
+    # float16 and dynamic-range int8 keep the model's quality (2%).
+    for quantization in ("float16", "dynamic"):
+        ratio = entry(report, "tflite", quantization)["bits_per_byte_vs_float32"]
+        assert abs(ratio - 1) < 0.02, (quantization, ratio)
+
+
+SERVE = r'''
+import json, sys
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
+assert "keras_tfm" not in sys.modules and "keras_hub" not in sys.modules
+model = tf.saved_model.load(sys.argv[1])
+request = json.loads(sys.argv[2])
+# TF Serving's REST predict API: row ("instances") or columnar ("inputs").
+if "instances" in request:
+    ids = np.array(request["instances"], np.int32)
+else:
+    ids = np.array(request["inputs"]["token_ids"], np.int32)
+logits = model.signatures["serving_default"](token_ids=tf.constant(ids))
+text = model.signatures["next_token"](text=tf.constant(["To be, or "]))
+print(json.dumps({
+    "predictions": logits["logits"].numpy().tolist(),
+    "next": text["tokens"].numpy()[0].tolist() and
+            [t.decode("utf-8", "replace") for t in text["tokens"].numpy()[0]],
+    "log_probs": text["log_probs"].numpy()[0].tolist(),
+}))
+'''
+
+
+def test_saved_model_serves_rest_requests_in_a_fresh_process(run_dir, report):
+    path = os.path.join(run_dir, "export", entry(report, "savedmodel")["path"])
+    model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
+    ids = np.random.default_rng(0).integers(4, 260, size=(2, 9)).tolist()
+    expected = np.asarray(model(np.array(ids, np.int32)))
+    for request in ({"instances": ids}, {"inputs": {"token_ids": ids}}):
+        result = subprocess.run(
+            [sys.executable, "-c", SERVE, path, json.dumps(request)],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        answer = json.loads(result.stdout.strip().splitlines()[-1])
+        np.testing.assert_allclose(answer["predictions"], expected, atol=1e-4)
+        log_probs = answer["log_probs"]
+        assert len(answer["next"]) == 5
+        assert log_probs == sorted(log_probs, reverse=True)
+        assert all(p <= 0 for p in log_probs)
+
+
+def test_saved_model_cli_lists_named_signatures(run_dir, report):
+    path = os.path.join(run_dir, "export", entry(report, "savedmodel")["path"])
+    result = subprocess.run(["saved_model_cli", "show", "--dir", path, "--all"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("serving_default", "next_token", "token_ids", "logits",
+                 "text", "log_probs"):
+        assert name in result.stdout
+
+
+def test_tflite_runs_in_a_fresh_process_with_litert(run_dir, report):
+    path = os.path.join(run_dir, "export", entry(report, "tflite")["path"])
+    code = (
+        "import sys, numpy as np\n"
+        "from ai_edge_litert.interpreter import Interpreter\n"
+        "runner = Interpreter(model_path=sys.argv[1])\n"
+        "run = runner.get_signature_runner('serving_default')\n"
+        "ids = np.full((1, 32), 70, np.int32)\n"
+        "print(run(token_ids=ids)['logits'].shape)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, path],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(1, 32, 260)" in result.stdout
+
+
+def test_refuses_an_earlier_export_unless_overwrite(run_dir, capsys):
+    code = main(["export", run_dir, "--quantize", "none", "--format", "tflite"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "already holds an export" in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "onnx"], "unknown format 'onnx'"),
+    (["--quantize", "int4"], "unknown quantization 'int4'"),
+])
+def test_bad_choices(run_dir, capsys, args, message, tmp_path):
+    code = main(["export", run_dir, "--output", str(tmp_path / "x"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_run_directory_without_a_model(tmp_path, capsys):
+    code = main(["export", str(tmp_path)])
+    assert code == 2 and "no model in" in capsys.readouterr().err
+
+
+def test_failed_conversion_leaves_nothing(run_dir, tmp_path, monkeypatch):
+    from keras_tfm.export import tflite
+
+    def broken(*args, **kwargs):
+        raise UserError("conversion failed on purpose")
+
+    monkeypatch.setattr(tflite, "convert_logits_model", broken)
+    output = tmp_path / "out"
+    with pytest.raises(UserError, match="on purpose"):
+        export_run(run_dir, output=str(output), log=lambda *a: None)
+    assert not output.exists()
+    assert not (tmp_path / "out.partial").exists()
