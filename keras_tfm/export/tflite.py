@@ -9,6 +9,7 @@ are allowed unless the caller opts in to Flex; the ops of every file are
 listed.
 """
 
+import contextlib
 import os
 import tempfile
 
@@ -80,6 +81,25 @@ def flex_ops(ops):
     return [op for op in ops if op.startswith("Flex")]
 
 
+@contextlib.contextmanager
+def bounded_masking(model, enabled=True):
+    """Traces attention with the int8-friendly masked softmax."""
+    from keras_tfm.layers import MultiHeadAttention
+
+    layers = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, MultiHeadAttention)
+    ]
+    for layer in layers:
+        layer.bounded_masking = enabled
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.bounded_masking = False
+
+
 def logits_archive(model, sequence_length):
     """An `ExportArchive` with `serving_default`: ids `[1, L]` -> logits."""
     archive = keras.export.ExportArchive()
@@ -117,7 +137,9 @@ def convert_logits_model(model, sequence_length, quantization="none",
             for row in calibration_windows:
                 yield {"token_ids": np.asarray(row[None, :], np.int32)}
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, bounded_masking(
+        model, quantization == "int8"
+    ):
         logits_archive(model, sequence_length).write_out(tmp, verbose=False)
         content = _convert(
             tmp, ["serving_default"], quantization, allow_flex, representative

@@ -69,6 +69,10 @@ class MultiHeadAttention(keras.layers.Layer):
     ```
     """
 
+    # Set (not saved in the config) on a model about to be converted to an
+    # integer TFLite file: see `_bounded_masked_softmax`.
+    bounded_masking = False
+
     def __init__(
         self,
         num_heads,
@@ -175,6 +179,7 @@ class MultiHeadAttention(keras.layers.Layer):
         dropout_active = training and self.dropout > 0
         if (
             self.use_fused_attention
+            and not self.bounded_masking
             and not return_attention_scores
             and not dropout_active
         ):
@@ -207,15 +212,34 @@ class MultiHeadAttention(keras.layers.Layer):
         # (batch, heads, query_len, key_len), softmax taken in float32.
         scores = ops.einsum("bqnh,bknh->bnqk", query, key)
         scores = ops.cast(scores, "float32") / math.sqrt(self.head_dim)
-        if mask is not None:
-            # A large negative instead of -inf keeps fully masked rows
-            # (queries at padding) finite rather than NaN.
-            scores = ops.where(mask[:, None, :, :], scores, -1e9)
-        probabilities = ops.cast(ops.softmax(scores, axis=-1), query.dtype)
+        if mask is not None and self.bounded_masking:
+            probabilities = self._bounded_masked_softmax(scores, mask)
+        else:
+            if mask is not None:
+                # A large negative instead of -inf keeps fully masked rows
+                # (queries at padding) finite rather than NaN.
+                scores = ops.where(mask[:, None, :, :], scores, -1e9)
+            probabilities = ops.softmax(scores, axis=-1)
+        probabilities = ops.cast(probabilities, query.dtype)
         dropped = self.dropout_layer(probabilities, training=training)
         # (batch, query_len, heads, head_dim)
         outputs = ops.einsum("bnqk,bknh->bqnh", dropped, value)
         return outputs, probabilities
+
+    def _bounded_masked_softmax(self, scores, mask):
+        # The softmax of the visible scores without the -1e9 of the usual
+        # form, which stretches the int8 quantization range of the masked
+        # scores until the real ones round to the same value. Hidden scores
+        # are replaced by the row's minimum (a value already in range), the
+        # visible maximum is subtracted, and hidden weights are zeroed after
+        # the exponential: every intermediate stays within the scores'
+        # range or in [0, 1]. Used for integer export.
+        mask = ops.broadcast_to(mask[:, None, :, :], ops.shape(scores))
+        row_min = ops.min(scores, axis=-1, keepdims=True)
+        visible = ops.where(mask, scores, row_min)
+        shifted = visible - ops.max(visible, axis=-1, keepdims=True)
+        weights = ops.where(mask, ops.exp(shifted), 0.0)
+        return weights / (ops.sum(weights, axis=-1, keepdims=True) + 1e-9)
 
     def get_config(self):
         config = super().get_config()

@@ -144,3 +144,23 @@ def test_hidden_dim_not_divisible_by_heads():
 def test_rejects_bad_num_heads():
     with pytest.raises(ValueError, match="num_heads"):
         MultiHeadAttention(num_heads=0)
+
+
+def test_bounded_masking_equals_the_usual_softmax():
+    # The int8-friendly form used for integer TFLite export.
+    layer, _ = built_layer()
+    x = random_inputs()
+    padding = np.ones((BATCH, SEQ), bool)
+    padding[1, -2:] = False
+    usual = np.asarray(layer(x, padding_mask=padding, use_causal_mask=True))
+    layer.bounded_masking = True
+    bounded = np.asarray(layer(x, padding_mask=padding, use_causal_mask=True))
+    np.testing.assert_allclose(bounded, usual, atol=1e-5)
+    # Even when hidden keys would score far above the visible ones.
+    x[:, -1] *= 50.0
+    layer.bounded_masking = False
+    usual = np.asarray(layer(x, use_causal_mask=True))
+    layer.bounded_masking = True
+    bounded = np.asarray(layer(x, use_causal_mask=True))
+    np.testing.assert_allclose(bounded[:, :-1], usual[:, :-1], atol=1e-4)
+    assert "bounded_masking" not in layer.get_config()
