@@ -133,6 +133,16 @@ def build_parser():
     generate.add_argument("--top-k", type=int, default=None)
     generate.add_argument("--top-p", type=float, default=None)
     generate.add_argument("--seed", type=int, default=None)
+    generate.add_argument(
+        "--backend", choices=("keras", "tflite"), default="keras",
+        help="keras: the run's model.keras; tflite: the exported "
+        "prefill/decode TFLite file, run by the LiteRT interpreter",
+    )
+    generate.add_argument(
+        "--tflite-file",
+        help="decoder file for --backend tflite (default: "
+        "RUN_DIR/export/tflite/decoder_float32.tflite)",
+    )
     return parser
 
 
@@ -211,6 +221,8 @@ def run_generate(args):
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
+        backend=args.backend,
+        tflite_file=args.tflite_file,
     )
     print(args.prompt + text)
 

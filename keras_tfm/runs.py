@@ -96,10 +96,21 @@ def generate_from_run(
     top_k=None,
     top_p=None,
     seed=None,
+    backend="keras",
+    tflite_file=None,
 ):
-    """Samples text after `prompt` from a causal-LM run."""
+    """Samples text after `prompt` from a causal-LM run.
+
+    `backend="tflite"` runs the exported prefill/decode TFLite file
+    (`keras-tfm export`) with the LiteRT interpreter instead of Keras.
+    """
     from keras_tfm import generation
 
+    if backend == "tflite":
+        return _generate_tflite(
+            run_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed,
+            tflite_file,
+        )
     config, tokenizer, model = load_run(run_dir)
     if config.objective != "causal":
         raise UserError(
@@ -118,3 +129,33 @@ def generate_from_run(
         top_p=top_p,
         seed=seed,
     )
+
+
+def _generate_tflite(run_dir, prompt, max_new_tokens, temperature, top_k,
+                     top_p, seed, tflite_file):
+    from keras_tfm import generation
+    from keras_tfm import tokenizers
+    from keras_tfm.export import DECODER_NAME
+    from keras_tfm.export import decoder
+    from keras_tfm.export import tflite
+    from keras_tfm.training.config import load_run_config
+
+    path = tflite_file or os.path.join(run_dir, "export", "tflite", DECODER_NAME)
+    if not os.path.isfile(path):
+        raise UserError(
+            f"no TFLite decoder at '{path}': run `keras-tfm export {run_dir}` "
+            "first (or pass --tflite-file)."
+        )
+    if max_new_tokens < 1:
+        raise UserError("--max-new-tokens must be at least 1.")
+    generation.make_sampler(temperature, top_k, top_p, seed)  # validates
+    load_run_config(run_dir)
+    tokenizer = tokenizers.load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    prompt_ids = (tokenizer.encode(prompt) if prompt else []) or [
+        tokenizer.eos_id
+    ]
+    ids = decoder.generate_ids(
+        tflite.interpreter(path), prompt_ids, max_new_tokens, temperature,
+        top_k, top_p, seed,
+    )
+    return tokenizer.decode(ids)

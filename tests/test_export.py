@@ -180,3 +180,46 @@ def test_failed_conversion_leaves_nothing(run_dir, tmp_path, monkeypatch):
         export_run(run_dir, output=str(output), log=lambda *a: None)
     assert not output.exists()
     assert not (tmp_path / "out.partial").exists()
+
+
+def test_decoder_file_has_prefill_and_decode(run_dir, report):
+    e = next(e for e in report["files"] if "signatures" in e
+             and e["format"] == "tflite")
+    assert e["signatures"] == ["decode", "prefill"]
+    assert e["flex_ops"] == [] and "DYNAMIC_UPDATE_SLICE" in e["ops"]
+    assert e["greedy_matches_keras"] is True
+
+
+def test_generate_with_the_tflite_backend_equals_keras(run_dir, report):
+    # Longer than the model's context (32), so the window slides too.
+    args = ["generate", run_dir, "--prompt", "KING RICHARD:", "--temperature",
+            "0", "--max-new-tokens", "50"]
+    keras_out = subprocess.run(["keras-tfm", *args], capture_output=True,
+                               text=True, timeout=120)
+    tflite_out = subprocess.run(["keras-tfm", *args, "--backend", "tflite"],
+                                capture_output=True, text=True, timeout=120)
+    assert keras_out.returncode == 0, keras_out.stderr[-2000:]
+    assert tflite_out.returncode == 0, tflite_out.stderr[-2000:]
+    assert tflite_out.stdout == keras_out.stdout
+    sampled = subprocess.run(
+        ["keras-tfm", *args[:-4], "--backend", "tflite", "--temperature",
+         "0.9", "--top-k", "10", "--top-p", "0.9", "--seed", "2",
+         "--max-new-tokens", "20"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+
+
+def test_tflite_backend_without_an_export(tmp_path, run_dir, capsys):
+    code = main(["generate", run_dir, "--backend", "tflite", "--tflite-file",
+                 str(tmp_path / "missing.tflite")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no TFLite decoder" in err
+
+
+def test_decoder_prefill_logits_match_keras(report):
+    e = next(e for e in report["files"] if "signatures" in e
+             and e["format"] == "tflite")
+    assert e["max_abs_logit_diff"] < 1e-4
+    np.testing.assert_allclose(e["val_bits_per_byte"],
+                               report["keras"]["val_bits_per_byte"], rtol=1e-4)
