@@ -223,3 +223,28 @@ def test_decoder_prefill_logits_match_keras(report):
     assert e["max_abs_logit_diff"] < 1e-4
     np.testing.assert_allclose(e["val_bits_per_byte"],
                                report["keras"]["val_bits_per_byte"], rtol=1e-4)
+
+
+def test_text_tflite_takes_raw_strings(run_dir, report):
+    e = next(e for e in report["files"] if e.get("input") == "text")
+    assert e["custom_ops"] == ["TFText>ByteSplitWithOffsets"]
+    assert e["flex_ops"] == []
+    assert e["top_k_matches_keras"] is True
+    assert e["max_abs_log_prob_diff"] < 1e-4
+    path = os.path.join(run_dir, "export", e["path"])
+    code = (
+        "import sys, numpy as np, tensorflow_text as tf_text\n"
+        "from ai_edge_litert.interpreter import InterpreterWithCustomOps\n"
+        "runner = InterpreterWithCustomOps(model_path=sys.argv[1],\n"
+        "    custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS)\n"
+        "out = runner.get_signature_runner('serving_default')(\n"
+        "    text=np.array([b'To be, or not'] ))\n"
+        "import json\n"
+        "print(json.dumps([out['token_ids'].tolist(),\n"
+        "                  out['log_probs'].tolist()]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, path],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ids, log_probs = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(ids) == 5 and log_probs == sorted(log_probs, reverse=True)
