@@ -248,3 +248,14 @@ def test_text_tflite_takes_raw_strings(run_dir, report):
     assert result.returncode == 0, result.stderr[-2000:]
     ids, log_probs = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(ids) == 5 and log_probs == sorted(log_probs, reverse=True)
+
+
+def test_decode_latency_benchmark_smoke(capsys):
+    from keras_tfm.export import latency
+
+    results = latency.main(["--tiny", "--contexts", "8", "--rounds", "1",
+                            "--repeats", "1", "--json"])
+    assert set(results[8]) == {"tflite_decode", "tflite_recompute",
+                               "keras_cached", "keras_recompute"}
+    assert all(ms > 0 for ms in results[8].values())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
