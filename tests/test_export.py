@@ -230,7 +230,7 @@ def test_text_tflite_takes_raw_strings(run_dir, report):
     assert e["custom_ops"] == ["TFText>ByteSplitWithOffsets"]
     assert e["flex_ops"] == []
     assert e["top_k_matches_keras"] is True
-    assert e["max_abs_log_prob_diff"] < 1e-4
+    assert e["max_abs_logit_diff"] < 1e-4
     path = os.path.join(run_dir, "export", e["path"])
     code = (
         "import sys, numpy as np, tensorflow_text as tf_text\n"

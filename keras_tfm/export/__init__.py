@@ -286,7 +286,10 @@ def _export_text_model(model, tokenizer, staging, log):
         "signatures": ["serving_default"],
         "input": "text",
         "bytes": len(content),
-        "max_abs_log_prob_diff": worst,
+        # The file returns log-probabilities (logits less their
+        # log-sum-exp), so those are what is compared.
+        "max_abs_logit_diff": worst,
+        "compared": "top-5 log-probabilities at the last position",
         "top_k_matches_keras": same,
         "ops": ops,
         "custom_ops": [op for op in ops if op.startswith("TFText")],
