@@ -121,6 +121,29 @@ def build_parser():
         "Flex-enabled runtime",
     )
 
+    benchmark = commands.add_parser(
+        "benchmark",
+        help="training and inference speed against a keras-hub reference "
+        "measured in the same run",
+        description="Times keras-tfm's train step against a same-size "
+        "model built from keras-hub layers (interleaved, one process), "
+        "with MFU against a matmul peak measured in the run, input wait, "
+        "cached vs recomputed generation, and step-time scaling.",
+    )
+    benchmark.add_argument("--config", default="nano",
+                           help="preset (nano, compute, small, ...) or JSON "
+                           "file; default: nano")
+    benchmark.add_argument("--steps", type=int, default=30,
+                           help="timed steps per model (after warm-up)")
+    benchmark.add_argument("--batch-size", type=int, default=None,
+                           help="override the config's batch size")
+    benchmark.add_argument("--plot", help="write the scaling plot to this PNG")
+    benchmark.add_argument("--json", action="store_true",
+                           help="print one JSON object")
+    benchmark.add_argument("--smoke", action="store_true",
+                           help="tiny sizes and a few steps: checks that "
+                           "everything runs, in seconds")
+
     generate = commands.add_parser(
         "generate", help="sample text from a causal LM run"
     )
@@ -210,6 +233,12 @@ def run_export(args):
     print(f"export written to {report['output']} (export_report.json)")
 
 
+def run_benchmark(args):
+    from keras_tfm.benchmark import main_benchmark
+
+    main_benchmark(args)
+
+
 def run_generate(args):
     from keras_tfm.runs import generate_from_run
 
@@ -234,6 +263,7 @@ def main(argv=None):
         "evaluate": run_evaluate,
         "generate": run_generate,
         "export": run_export,
+        "benchmark": run_benchmark,
     }
     try:
         handlers[args.command](args)

@@ -1,0 +1,385 @@
+"""`keras-tfm benchmark`: training and inference speed, against references
+measured in the same run.
+
+This machine's speed drifts 10-25% over minutes, so every comparison is
+made inside one process, variants interleaved step by step, and reported as
+a ratio of medians:
+
+- training: keras-tfm's compiled train step (`model.train_on_batch`, the
+  step `fit` runs) against a reference model of the same size built from
+  keras-hub's layers (`TokenAndPositionEmbedding` + pre-LN
+  `TransformerDecoder`s + a dense head) and trained the same way (AdamW,
+  the same XLA setting), on real text batches;
+- model FLOPs per token as nanoGPT and PaLM count them: 6 x (parameters in
+  matmuls) + 12 x layers x hidden x sequence (attention); MFU against the
+  best fp32 matmul this run measures (XLA, 2048 x 2048);
+- input: the time to fetch a batch from the tf.data pipeline, as a share
+  of the step;
+- inference: tokens per second of `generate` with the KV cache against
+  recomputing the whole sequence for every token;
+- scaling: step time against sequence length and model width, as a table
+  and a PNG plot.
+"""
+
+import json
+import math
+import os
+import resource
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_tfm import corpus
+from keras_tfm import data
+from keras_tfm import generation
+from keras_tfm import tokenizers
+from keras_tfm.training.config import make_config
+from keras_tfm.training.train import build_model
+from keras_tfm.training.train import build_optimizer
+
+SHAKESPEARE = os.path.join(
+    os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data",
+    "tinyshakespeare", "input.txt",
+)
+
+
+def matmul_peak_gflops(size=2048, repeats=10):
+    """The best fp32 matmul rate this machine reaches (XLA), in GFLOP/s."""
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    matmul = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
+    matmul(a, b).numpy()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def flops_per_token(config, vocabulary_size):
+    """6 x matmul parameters + 12 x layers x hidden x sequence (PaLM)."""
+    d, f, n = config.hidden_dim, config.intermediate_dim, config.num_layers
+    per_layer = 4 * d * d + 2 * d * f  # QKV + output, and the MLP
+    head = d * vocabulary_size  # the (tied) output projection
+    return 6 * (n * per_layer + head) + 12 * n * d * config.sequence_length
+
+
+def keras_hub_reference(config, vocabulary_size):
+    """The same-size GPT built from keras-hub's layers."""
+    import keras_hub
+
+    token_ids = keras.Input((None,), dtype="int32")
+    x = keras_hub.layers.TokenAndPositionEmbedding(
+        vocabulary_size, config.sequence_length, config.hidden_dim
+    )(token_ids)
+    for _ in range(config.num_layers):
+        x = keras_hub.layers.TransformerDecoder(
+            config.intermediate_dim,
+            config.num_heads,
+            activation="gelu",
+            normalize_first=True,
+        )(x)
+    x = keras.layers.LayerNormalization(epsilon=1e-5)(x)
+    logits = keras.layers.Dense(vocabulary_size)(x)
+    return keras.Model(token_ids, logits)
+
+
+def _compiled(model, config, jit_compile):
+    model.compile(
+        optimizer=build_optimizer(config),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def _batches(config, tokenizer, texts, seed=0):
+    lm_data = data.prepare_lm_data(
+        tokenizer, texts, config.sequence_length, seed=seed
+    )
+    dataset = data.make_dataset(lm_data.train, config.batch_size, seed=seed)
+    return iter(dataset)
+
+
+def time_training(config, texts, steps, warmup, jit_compile=True):
+    """Interleaved train steps: keras-tfm's model and the keras-hub one."""
+    tokenizer = tokenizers.ByteTokenizer()
+    vocabulary = tokenizer.vocabulary_size
+    ours = build_model(config, vocabulary)
+    ours.global_clipnorm = config.clipnorm or None
+    models = {
+        "keras_tfm": _compiled(ours, config, jit_compile),
+        "keras_hub": _compiled(
+            keras_hub_reference(config, vocabulary), config, jit_compile
+        ),
+    }
+    batches = _batches(config, tokenizer, texts)
+    fetch_seconds = []
+    times = {name: [] for name in models}
+    first_step = {}
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        x, y = next(batches)
+        fetch_seconds.append(time.perf_counter() - start)
+        order = list(models) if step % 2 == 0 else list(models)[::-1]
+        for name in order:
+            start = time.perf_counter()
+            loss = models[name].train_on_batch(x, y)
+            elapsed = time.perf_counter() - start
+            if not math.isfinite(float(np.asarray(loss).ravel()[0])):
+                raise RuntimeError(f"{name}: loss is not finite")
+            if step == 0:
+                first_step[name] = elapsed
+            if step >= warmup:
+                times[name].append(elapsed)
+    return models, times, first_step, fetch_seconds[warmup:]
+
+
+def _summary(seconds, tokens_per_step):
+    seconds = np.asarray(seconds)
+    median = float(np.median(seconds))
+    return {
+        "step_ms_median": median * 1000,
+        "step_ms_p10": float(np.percentile(seconds, 10)) * 1000,
+        "step_ms_p90": float(np.percentile(seconds, 90)) * 1000,
+        "tokens_per_second": tokens_per_step / median,
+    }
+
+
+def time_generation(config, contexts, new_tokens=32):
+    """Tokens/s of cached generation against recomputing every token.
+
+    The model has the config's size and room for the longest context plus
+    the new tokens (random weights: speed does not depend on them).
+    """
+    longest = max(contexts) + new_tokens
+    model = build_model(
+        make_config(**{**config.to_dict(), "sequence_length": longest}),
+        tokenizers.ByteTokenizer().vocabulary_size,
+    )
+    results = {}
+    for context in contexts:
+        prompt = list(range(4, 4 + context))
+        recompute = tf.function(lambda x: model(x, training=False))
+        generation.generate_ids(model, prompt, 2)  # trace
+        recompute(tf.constant([prompt], tf.int32))
+        start = time.perf_counter()
+        generation.generate_ids(model, prompt, new_tokens)
+        cached = time.perf_counter() - start
+        tokens = list(prompt)
+        start = time.perf_counter()
+        for _ in range(new_tokens):
+            logits = recompute(tf.constant([tokens[-model.max_sequence_length:]],
+                                           tf.int32))
+            tokens.append(int(np.argmax(logits[0, -1])))
+        recomputed = time.perf_counter() - start
+        results[context] = {
+            "cached_tokens_per_second": new_tokens / cached,
+            "recompute_tokens_per_second": new_tokens / recomputed,
+            "speedup": recomputed / cached,
+        }
+    return results
+
+
+def time_scaling(config, texts, lengths, widths, steps, jit_compile=True):
+    """Median step time of keras-tfm's model per sequence length / width."""
+    rows = []
+    for kind, values in (("sequence_length", lengths), ("hidden_dim", widths)):
+        for value in values:
+            overrides = {kind: value}
+            if kind == "hidden_dim":
+                overrides["intermediate_dim"] = 4 * value
+                overrides["num_heads"] = max(1, value // 32)
+            variant = make_config(**{**config.to_dict(), **overrides})
+            tokenizer = tokenizers.ByteTokenizer()
+            model = _compiled(
+                build_model(variant, tokenizer.vocabulary_size), variant,
+                jit_compile,
+            )
+            batches = _batches(variant, tokenizer, texts)
+            seconds = []
+            for step in range(steps + 1):
+                x, y = next(batches)
+                start = time.perf_counter()
+                model.train_on_batch(x, y)
+                if step:
+                    seconds.append(time.perf_counter() - start)
+            rows.append({
+                "vary": kind,
+                "sequence_length": variant.sequence_length,
+                "hidden_dim": variant.hidden_dim,
+                "step_ms": float(np.median(seconds)) * 1000,
+                "flops_per_token": flops_per_token(
+                    variant, tokenizer.vocabulary_size
+                ),
+            })
+    return rows
+
+
+def plot_scaling(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, kind in zip(axes, ("sequence_length", "hidden_dim")):
+        chosen = [r for r in rows if r["vary"] == kind]
+        axis.plot([r[kind] for r in chosen], [r["step_ms"] for r in chosen],
+                  marker="o")
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel(kind)
+        axis.set_ylabel("train step (ms)")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_title("step time vs sequence length")
+    axes[1].set_title("step time vs model width")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
+                  texts=None):
+    """Measures everything above; returns a dict (the `--json` output)."""
+    if texts is None:
+        if os.path.isfile(SHAKESPEARE):
+            texts = [corpus.read_text_file(SHAKESPEARE)]
+            source = "tinyshakespeare"
+        else:
+            texts = [t for _, t in corpus.default_corpus()]
+            source = "pydoc_data"
+    else:
+        source = "given"
+    jit_compile = config.jit_compile != "false"
+    tokens_per_step = config.batch_size * config.sequence_length
+    peak = matmul_peak_gflops(512 if smoke else 2048, 3 if smoke else 10)
+    models, times, first_step, fetch = time_training(
+        config, texts, steps, warmup, jit_compile
+    )
+    vocabulary = tokenizers.ByteTokenizer().vocabulary_size
+    model_flops = flops_per_token(config, vocabulary)
+    training = {}
+    for name, seconds in times.items():
+        summary = _summary(seconds, tokens_per_step)
+        summary["gflops_per_second"] = (
+            summary["tokens_per_second"] * model_flops / 1e9
+        )
+        summary["mfu"] = summary["gflops_per_second"] / peak
+        summary["first_step_seconds"] = first_step[name]
+        summary["parameters"] = models[name].count_params()
+        training[name] = summary
+    ours, reference = training["keras_tfm"], training["keras_hub"]
+    step_median = ours["step_ms_median"] / 1000
+    contexts = (64, 256)
+    results = {
+        "config": config.preset,
+        "data": source,
+        "machine": {"cpus": os.cpu_count(), "matmul_peak_gflops": peak},
+        "settings": {
+            "xla": jit_compile,
+            "precision": config.precision,
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "steps_per_execution": 1,
+            "batch_size": config.batch_size,
+            "sequence_length": config.sequence_length,
+            "steps": steps,
+            "warmup_steps": warmup,
+        },
+        "flops_per_token": model_flops,
+        "flops_formula": "6 * matmul_parameters + 12 * layers * hidden * sequence",
+        "training": training,
+        "tokens_per_second_ratio_vs_keras_hub": (
+            ours["tokens_per_second"] / reference["tokens_per_second"]
+        ),
+        "input_wait_fraction": float(np.median(fetch)) / step_median,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        / 1024,
+        "generation": (
+            time_generation(config, [8], new_tokens=4)
+            if smoke
+            else time_generation(config, contexts)
+        ),
+    }
+    lengths = [16, 32] if smoke else [64, 128, 256, 512, 1024]
+    widths = [32, 64] if smoke else [64, 128, 256, 512]
+    results["scaling"] = time_scaling(
+        config, texts, lengths, widths, 2 if smoke else 5, jit_compile
+    )
+    if plot_path:
+        plot_scaling(results["scaling"], plot_path)
+        results["scaling_plot"] = plot_path
+    return results
+
+
+def format_results(results):
+    lines = []
+    training = results["training"]
+    lines.append(
+        f"config {results['config']} on {results['data']}: batch "
+        f"{results['settings']['batch_size']} x "
+        f"{results['settings']['sequence_length']}, XLA "
+        f"{results['settings']['xla']}, fp32 matmul peak "
+        f"{results['machine']['matmul_peak_gflops']:.0f} GFLOP/s"
+    )
+    lines.append(f"model FLOPs/token {results['flops_per_token']:,} "
+                 f"({results['flops_formula']})")
+    lines.append(f"{'model':>10} {'median ms':>10} {'p10':>8} {'p90':>8} "
+                 f"{'tokens/s':>10} {'GFLOP/s':>8} {'MFU':>6}")
+    for name, t in training.items():
+        lines.append(
+            f"{name:>10} {t['step_ms_median']:>10.1f} {t['step_ms_p10']:>8.1f} "
+            f"{t['step_ms_p90']:>8.1f} {t['tokens_per_second']:>10,.0f} "
+            f"{t['gflops_per_second']:>8.1f} {t['mfu']:>6.1%}"
+        )
+    lines.append(
+        "keras-tfm / keras-hub tokens/s: "
+        f"{results['tokens_per_second_ratio_vs_keras_hub']:.2f}x; input wait "
+        f"{results['input_wait_fraction']:.1%} of a step; peak memory "
+        f"{results['peak_memory_mb']:.0f} MB"
+    )
+    for context, g in results["generation"].items():
+        lines.append(
+            f"generate at context {context}: {g['cached_tokens_per_second']:.0f} "
+            f"tokens/s with the cache, {g['recompute_tokens_per_second']:.0f} "
+            f"recomputing ({g['speedup']:.1f}x)"
+        )
+    lines.append(f"{'vary':>16} {'seq':>6} {'width':>6} {'step ms':>9} "
+                 f"{'FLOPs/token':>12}")
+    for row in results["scaling"]:
+        lines.append(
+            f"{row['vary']:>16} {row['sequence_length']:>6} "
+            f"{row['hidden_dim']:>6} {row['step_ms']:>9.1f} "
+            f"{row['flops_per_token']:>12,}"
+        )
+    if results.get("scaling_plot"):
+        lines.append(f"scaling plot: {results['scaling_plot']}")
+    return "\n".join(lines)
+
+
+def main_benchmark(args):
+    from keras_tfm.training.config import make_config as config_from
+
+    overrides = {}
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    config = config_from(args.config, **overrides)
+    if args.smoke:
+        config = config_from(
+            args.config, **{**overrides, "num_layers": 1, "hidden_dim": 32,
+                            "num_heads": 2, "intermediate_dim": 64,
+                            "batch_size": 2, "sequence_length": 16},
+        )
+    results = run_benchmark(
+        config,
+        steps=args.steps if not args.smoke else 3,
+        warmup=2 if args.smoke else 3,
+        smoke=args.smoke,
+        plot_path=args.plot,
+    )
+    print(json.dumps(results) if args.json else format_results(results))
+    return results

@@ -1,0 +1,37 @@
+"""The benchmark's smoke mode: complete, sane output (no timing asserts)."""
+
+import json
+import math
+
+from keras_tfm.cli import main
+
+
+def test_benchmark_smoke(tmp_path, capsys):
+    plot = tmp_path / "scaling.png"
+    code = main(["benchmark", "--smoke", "--json", "--plot", str(plot)])
+    assert code == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for name in ("keras_tfm", "keras_hub"):
+        t = results["training"][name]
+        assert t["step_ms_p10"] <= t["step_ms_median"] <= t["step_ms_p90"]
+        assert t["tokens_per_second"] > 0 and 0 < t["mfu"] < 1
+        assert t["parameters"] > 0
+    assert math.isclose(
+        results["tokens_per_second_ratio_vs_keras_hub"],
+        results["training"]["keras_tfm"]["tokens_per_second"]
+        / results["training"]["keras_hub"]["tokens_per_second"],
+    )
+    assert results["machine"]["matmul_peak_gflops"] > 0
+    assert results["flops_per_token"] > 0 and "12 * layers" in results[
+        "flops_formula"]
+    assert 0 <= results["input_wait_fraction"]
+    assert results["peak_memory_mb"] > 0
+    generation = results["generation"]["8"]
+    assert generation["cached_tokens_per_second"] > 0
+    assert generation["recompute_tokens_per_second"] > 0
+    kinds = {row["vary"] for row in results["scaling"]}
+    assert kinds == {"sequence_length", "hidden_dim"}
+    assert all(row["step_ms"] > 0 for row in results["scaling"])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(results["settings"]) >= {"xla", "intra_op_threads",
+                                        "precision", "steps_per_execution"}
