@@ -163,7 +163,10 @@ def time_generation(config, contexts, new_tokens=32):
     results = {}
     for context in contexts:
         prompt = list(range(4, 4 + context))
-        recompute = tf.function(lambda x: model(x, training=False))
+        recompute = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([1, None], tf.int32)],
+        )
         generation.generate_ids(model, prompt, 2)  # trace
         recompute(tf.constant([prompt], tf.int32))
         start = time.perf_counter()

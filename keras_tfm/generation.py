@@ -7,6 +7,8 @@ and writes the sampled token there. `next` runs one token through
 sequence. The loop runs compiled in a `tf.function`.
 """
 
+import weakref
+
 import keras_hub
 import tensorflow as tf
 
@@ -72,6 +74,10 @@ def _compile_generate(model, sampler):
     return generate
 
 
+# model -> its compiled greedy generation loop.
+_GREEDY = weakref.WeakKeyDictionary()
+
+
 def generate_ids(model, prompt_ids, max_new_tokens, sampler=None):
     """Extends `prompt_ids` by `max_new_tokens` sampled ids.
 
@@ -83,15 +89,23 @@ def generate_ids(model, prompt_ids, max_new_tokens, sampler=None):
         model: a `CausalLM`.
         prompt_ids: list of int. At least one id.
         max_new_tokens: int.
-        sampler: a keras-hub sampler; defaults to greedy.
+        sampler: a keras-hub sampler; default: greedy (compiled once per
+            model; a sampler is compiled per call, as its random state is
+            its own).
 
     Returns:
         list of int: the new ids only.
     """
     if not prompt_ids:
         raise ValueError("prompt_ids must hold at least one token")
-    sampler = sampler or make_sampler(temperature=0)
-    generate = _compile_generate(model, sampler)
+    if sampler is None:
+        # Greedy decoding has no state: trace it once per model.
+        generate = _GREEDY.get(model)
+        if generate is None:
+            generate = _compile_generate(model, make_sampler(temperature=0))
+            _GREEDY[model] = generate
+    else:
+        generate = _compile_generate(model, sampler)
     max_length = model.max_sequence_length
     tokens, new = list(prompt_ids), []
     while len(new) < max_new_tokens:
@@ -123,5 +137,7 @@ def generate(
     prompt_ids = tokenizer.encode(prompt) if prompt else []
     prompt_ids = prompt_ids or [tokenizer.eos_id]
     sampler = make_sampler(temperature, top_k, top_p, seed)
+    if temperature == 0:
+        sampler = None  # greedy: the cached loop
     ids = generate_ids(model, prompt_ids, max_new_tokens, sampler)
     return tokenizer.decode(ids)
