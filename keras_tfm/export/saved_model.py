@@ -27,15 +27,18 @@ TOP_K = 5
 MASK_TEXT = "[MASK]"
 
 
-def _token_table(tokenizer):
-    strings = list(tokenizer.token_strings())
-    strings[tokenizer.unk_id] = "\ufffd".encode("utf-8")
-    return tf.constant(strings, dtype=tf.string)
+def logits_function(model):
+    """The endpoint every export starts from: token ids -> float32 logits."""
+
+    def logits(token_ids):
+        return {"logits": tf.cast(model(token_ids, training=False), tf.float32)}
+
+    return logits
 
 
 def next_token_function(model, tokenizer, top_k=TOP_K):
     """`text [batch]` -> top-k next tokens after each text (causal LM)."""
-    table = _token_table(tokenizer)
+    table = tokenizer.token_table()
 
     def next_token(text):
         ids = tokenizer.tokenize(text)
@@ -58,7 +61,7 @@ def next_token_function(model, tokenizer, top_k=TOP_K):
 
 def fill_mask_function(model, tokenizer, top_k=TOP_K):
     """`text [batch]` with `[MASK]` blanks -> top-k fill-ins per blank."""
-    table = _token_table(tokenizer)
+    table = tokenizer.token_table()
 
     def fill_mask(text):
         # (batch, (pieces)): the text between the blanks.
@@ -100,13 +103,10 @@ def export_saved_model(model, tokenizer, directory, objective="causal"):
     archive = keras.export.ExportArchive()
     archive.track(model)
 
-    def logits(token_ids):
-        return {"logits": tf.cast(model(token_ids, training=False), tf.float32)}
-
     # The first endpoint becomes `serving_default`, which TF Serving calls.
     archive.add_endpoint(
         "serve",
-        logits,
+        logits_function(model),
         input_signature=[
             tf.TensorSpec([None, None], tf.int32, name="token_ids")
         ],

@@ -102,15 +102,13 @@ def bounded_masking(model, enabled=True):
 
 def logits_archive(model, sequence_length):
     """An `ExportArchive` with `serving_default`: ids `[1, L]` -> logits."""
+    from keras_tfm.export.saved_model import logits_function
+
     archive = keras.export.ExportArchive()
     archive.track(model)
-
-    def logits(token_ids):
-        return {"logits": tf.cast(model(token_ids, training=False), tf.float32)}
-
     archive.add_endpoint(
         "serve",
-        logits,
+        logits_function(model),
         input_signature=[
             tf.TensorSpec([1, sequence_length], tf.int32, name="token_ids")
         ],

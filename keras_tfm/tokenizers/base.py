@@ -52,11 +52,11 @@ class Tokenizer(tf.Module):
         ids = tf.cast(ids, tf.int32)
         if not isinstance(ids, tf.RaggedTensor):
             ids = tf.RaggedTensor.from_tensor(ids)
-        table = self._detokenize_table()
-        pieces = tf.gather(table, ids)
+        pieces = tf.gather(self.token_table(), ids)
         return tf.strings.reduce_join(pieces, axis=-1)
 
-    def _detokenize_table(self):
+    def token_table(self):
+        """A string tensor: the bytes of each id (U+FFFD for `[UNK]`)."""
         if getattr(self, "_table", None) is None:
             strings = list(self.token_strings())
             strings[UNK_ID] = "\ufffd".encode("utf-8")
