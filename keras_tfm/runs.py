@@ -73,8 +73,9 @@ def evaluate_run(run_dir, patterns=None, batch_size=32):
     )
 
 
-def validation_windows(run_dir, config, tokenizer):
-    """The run's validation split, rebuilt from its corpus and seed."""
+def run_data(config, tokenizer):
+    """The run's train and validation windows, rebuilt from its corpus and
+    seed (`keras_tfm.data.LMData`)."""
     from keras_tfm import corpus
     from keras_tfm import data
 
@@ -85,7 +86,12 @@ def validation_windows(run_dir, config, tokenizer):
         config.sequence_length,
         config.validation_fraction,
         config.seed,
-    ).validation
+    )
+
+
+def validation_windows(run_dir, config, tokenizer):
+    """The run's validation split, rebuilt from its corpus and seed."""
+    return run_data(config, tokenizer).validation
 
 
 def generate_from_run(
