@@ -259,3 +259,13 @@ def test_decode_latency_benchmark_smoke(capsys):
                                "keras_cached", "keras_recompute"}
     assert all(ms > 0 for ms in results[8].values())
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_every_file_reports_size_parity_and_bits_per_byte(report):
+    for e in report["files"]:
+        assert {"path", "bytes", "max_abs_logit_diff",
+                "val_bits_per_byte"} <= set(e), e["path"]
+    np.testing.assert_allclose(
+        entry(report, "savedmodel")["val_bits_per_byte"],
+        report["keras"]["val_bits_per_byte"], rtol=1e-5,
+    )
