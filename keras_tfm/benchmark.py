@@ -365,14 +365,12 @@ def format_results(results):
 
 
 def main_benchmark(args):
-    from keras_tfm.training.config import make_config as config_from
-
     overrides = {}
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
-    config = config_from(args.config, **overrides)
+    config = make_config(args.config, **overrides)
     if args.smoke:
-        config = config_from(
+        config = make_config(
             args.config, **{**overrides, "num_layers": 1, "hidden_dim": 32,
                             "num_heads": 2, "intermediate_dim": 64,
                             "batch_size": 2, "sequence_length": 16},

@@ -62,7 +62,7 @@ def evaluate_run(run_dir, patterns=None, batch_size=32):
             overlap=True,
         )
     else:
-        windows = validation_windows(run_dir, config, tokenizer)
+        windows = run_data(config, tokenizer).validation
     return evaluate_windows(
         model,
         windows,
@@ -88,10 +88,6 @@ def run_data(config, tokenizer):
         config.seed,
     )
 
-
-def validation_windows(run_dir, config, tokenizer):
-    """The run's validation split, rebuilt from its corpus and seed."""
-    return run_data(config, tokenizer).validation
 
 
 def generate_from_run(

@@ -35,6 +35,14 @@ def report(run_dir):
     return export_run(run_dir, log=lambda *a: None)
 
 
+def run_fresh_python(code, *args):
+    """Runs `code` in a new interpreter, as an app or a server would."""
+    result = subprocess.run([sys.executable, "-c", code, *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
 def entry(report, fmt, quantization="none"):
     return next(e for e in report["files"]
                 if e["format"] == fmt and e["quantization"] == quantization)
@@ -107,12 +115,7 @@ def test_saved_model_serves_rest_requests_in_a_fresh_process(run_dir, report):
     ids = np.random.default_rng(0).integers(4, 260, size=(2, 9)).tolist()
     expected = np.asarray(model(np.array(ids, np.int32)))
     for request in ({"instances": ids}, {"inputs": {"token_ids": ids}}):
-        result = subprocess.run(
-            [sys.executable, "-c", SERVE, path, json.dumps(request)],
-            capture_output=True, text=True, timeout=120,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        answer = json.loads(result.stdout.strip().splitlines()[-1])
+        answer = json.loads(run_fresh_python(SERVE, path, json.dumps(request)))
         np.testing.assert_allclose(answer["predictions"], expected, atol=1e-4)
         log_probs = answer["log_probs"]
         assert len(answer["next"]) == 5
@@ -140,10 +143,7 @@ def test_tflite_runs_in_a_fresh_process_with_litert(run_dir, report):
         "ids = np.full((1, 32), 70, np.int32)\n"
         "print(run(token_ids=ids)['logits'].shape)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, path],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "(1, 32, 260)" in result.stdout
+    assert run_fresh_python(code, path) == "(1, 32, 260)"
 
 
 def test_refuses_an_earlier_export_unless_overwrite(run_dir, capsys):
@@ -243,10 +243,7 @@ def test_text_tflite_takes_raw_strings(run_dir, report):
         "print(json.dumps([out['token_ids'].tolist(),\n"
         "                  out['log_probs'].tolist()]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, path],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    ids, log_probs = json.loads(result.stdout.strip().splitlines()[-1])
+    ids, log_probs = json.loads(run_fresh_python(code, path))
     assert len(ids) == 5 and log_probs == sorted(log_probs, reverse=True)
 
 

@@ -61,7 +61,7 @@ def convert_decoder(model, allow_flex=False):
     """The prefill/decode TFLite file (float32) as bytes, and its ops."""
     with tempfile.TemporaryDirectory() as tmp:
         decoder_archive(model).write_out(tmp, verbose=False)
-        content = tflite._convert(
+        content = tflite.convert_saved_model(
             tmp, ["prefill", "decode"], "none", allow_flex
         )
     return content, tflite.list_ops(content)

@@ -19,7 +19,6 @@ Run: `python export/decode_latency.py [--contexts 64 256] [--rounds 15]`.
 
 import argparse
 import json
-import tempfile
 import time
 
 import numpy as np

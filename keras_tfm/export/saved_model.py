@@ -98,19 +98,26 @@ def fill_mask_function(model, tokenizer, top_k=TOP_K):
     return fill_mask
 
 
-def export_saved_model(model, tokenizer, directory, objective="causal"):
-    """Writes the SavedModel (variables and signatures) to `directory`."""
+def logits_archive(model, shape=(None, None)):
+    """An `ExportArchive` whose `serving_default` maps `token_ids` of
+    `shape` to `logits`.
+
+    The first endpoint becomes `serving_default`, which TF Serving calls;
+    TFLite conversion passes a static shape.
+    """
     archive = keras.export.ExportArchive()
     archive.track(model)
-
-    # The first endpoint becomes `serving_default`, which TF Serving calls.
     archive.add_endpoint(
         "serve",
         logits_function(model),
-        input_signature=[
-            tf.TensorSpec([None, None], tf.int32, name="token_ids")
-        ],
+        input_signature=[tf.TensorSpec(shape, tf.int32, name="token_ids")],
     )
+    return archive
+
+
+def export_saved_model(model, tokenizer, directory, objective="causal"):
+    """Writes the SavedModel (variables and signatures) to `directory`."""
+    archive = logits_archive(model)
     text_spec = [tf.TensorSpec([None], tf.string, name="text")]
     if objective == "causal":
         archive.add_endpoint(

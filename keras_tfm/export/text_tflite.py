@@ -53,7 +53,7 @@ def convert_text_model(model, tokenizer):
     """TFLite bytes (builtins + tensorflow-text custom ops) and its ops."""
     with tempfile.TemporaryDirectory() as tmp:
         text_archive(model, tokenizer).write_out(tmp, verbose=False)
-        content = tflite._convert(
+        content = tflite.convert_saved_model(
             tmp, ["serving_default"], "none", allow_flex=False,
             allow_custom_ops=True,
         )

@@ -13,16 +13,16 @@ import contextlib
 import os
 import tempfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_tfm.errors import UserError
+from keras_tfm.export.saved_model import logits_archive
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 
 
-def _convert(saved_model_dir, signature_keys, quantization, allow_flex,
+def convert_saved_model(saved_model_dir, signature_keys, quantization, allow_flex,
              representative_dataset=None, allow_custom_ops=False):
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=signature_keys
@@ -132,22 +132,6 @@ def bounded_masking(model, enabled=True):
             layer.bounded_masking = False
 
 
-def logits_archive(model, sequence_length):
-    """An `ExportArchive` with `serving_default`: ids `[1, L]` -> logits."""
-    from keras_tfm.export.saved_model import logits_function
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        "serve",
-        logits_function(model),
-        input_signature=[
-            tf.TensorSpec([1, sequence_length], tf.int32, name="token_ids")
-        ],
-    )
-    return archive
-
-
 def convert_logits_model(model, sequence_length, quantization="none",
                          allow_flex=False, calibration_windows=None):
     """The model as TFLite bytes: token ids `[1, L]` -> logits.
@@ -170,8 +154,10 @@ def convert_logits_model(model, sequence_length, quantization="none",
     with tempfile.TemporaryDirectory() as tmp, bounded_masking(
         model, quantization == "int8"
     ):
-        logits_archive(model, sequence_length).write_out(tmp, verbose=False)
-        content = _convert(
+        logits_archive(model, (1, sequence_length)).write_out(
+            tmp, verbose=False
+        )
+        content = convert_saved_model(
             tmp, ["serving_default"], quantization, allow_flex, representative
         )
     ops = list_ops(content)
