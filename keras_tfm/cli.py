@@ -5,9 +5,7 @@ mistake (`UserError`) is printed as one line and exits with status 2.
 """
 
 import argparse
-import dataclasses
 import json
-import os
 import sys
 
 from keras_tfm.errors import UserError

@@ -1,6 +1,5 @@
 """Checkpoints, kills, resume, divergence, precision and accumulation."""
 
-import glob
 import json
 import os
 import signal
