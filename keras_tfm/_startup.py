@@ -13,6 +13,10 @@ import contextlib
 import os
 import sys
 
+# TensorFlow reads TF_XLA_FLAGS once, as it starts: what it saw decides
+# whether `jit_compile="autocluster"` can take effect in this process.
+TF_XLA_FLAGS_AT_IMPORT = os.environ.get("TF_XLA_FLAGS", "")
+
 
 @contextlib.contextmanager
 def _silenced_stderr():

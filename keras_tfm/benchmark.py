@@ -9,10 +9,12 @@ a ratio of medians:
   step `fit` runs) against a reference model of the same size built from
   keras-hub's layers (`TokenAndPositionEmbedding` + pre-LN
   `TransformerDecoder`s + a dense head) and trained the same way (AdamW,
-  the same XLA setting), on real text batches;
+  the same precision and compilation), on real text batches; with other
+  settings than float32 + XLA, also keras-tfm's model in float32 + XLA;
 - model FLOPs per token as nanoGPT and PaLM count them: 6 x (parameters in
   matmuls) + 12 x layers x hidden x sequence (attention); MFU against the
-  best fp32 matmul this run measures (XLA, 2048 x 2048);
+  best matmul this run measures in the precision the model computes in
+  (2048 x 2048, the better of XLA's and TensorFlow's oneDNN kernel);
 - input: the time to fetch a batch from the tf.data pipeline, as a share
   of the step;
 - inference: tokens per second of `generate` with the KV cache against
@@ -36,6 +38,8 @@ from keras_tfm import data
 from keras_tfm import generation
 from keras_tfm import tokenizers
 from keras_tfm.training.config import make_config
+from keras_tfm.training.strategy import autoclustering_active
+from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.train import build_model
 from keras_tfm.training.train import build_optimizer
 
@@ -45,18 +49,34 @@ SHAKESPEARE = os.path.join(
 )
 
 
-def matmul_peak_gflops(size=2048, repeats=10):
-    """The best fp32 matmul rate this machine reaches (XLA), in GFLOP/s."""
-    a = tf.random.normal((size, size))
-    b = tf.random.normal((size, size))
-    matmul = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
-    matmul(a, b).numpy()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
+def matmul_peaks(size=2048, repeats=10, dtype="float32"):
+    """The best matmul rates this machine reaches, in GFLOP/s.
+
+    Both of TensorFlow's matmuls are timed, because either can be the
+    faster one: XLA's (Eigen) and the graph-mode kernel (oneDNN). On an
+    Intel Xeon with AVX-512 here, oneDNN ran fp32 2048^2 at ~170 GFLOP/s
+    against XLA's ~130, and bfloat16 (on AMX) at ~420 against XLA's ~140;
+    MFU is taken against the better of the two.
+    """
+    a = tf.cast(tf.random.normal((size, size)), dtype)
+    b = tf.cast(tf.random.normal((size, size)), dtype)
+    peaks = {}
+    for name, jit_compile in (("xla", True), ("tensorflow", False)):
+        matmul = tf.function(lambda x, y: tf.matmul(x, y),
+                             jit_compile=jit_compile)
         matmul(a, b).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            matmul(a, b).numpy()
+            best = min(best, time.perf_counter() - start)
+        peaks[name] = 2 * size**3 / best / 1e9
+    return peaks
+
+
+def matmul_peak_gflops(size=2048, repeats=10, dtype="float32"):
+    """The best matmul rate this machine reaches, in GFLOP/s."""
+    return max(matmul_peaks(size, repeats, dtype).values())
 
 
 def flops_per_token(config, vocabulary_size):
@@ -104,18 +124,45 @@ def _batches(config, tokenizer, texts, seed=0):
     return iter(dataset)
 
 
+def _with_policy(precision, build):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        return build()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def time_training(config, texts, steps, warmup, jit_compile=True):
-    """Interleaved train steps: keras-tfm's model and the keras-hub one."""
+    """Interleaved train steps: keras-tfm's model and the keras-hub one.
+
+    Both use the config's precision and compilation. When those are not
+    float32 with XLA, keras-tfm's model in float32 with XLA runs alongside
+    as a third entry, `keras_tfm_fp32_xla`, so the settings' own gain is
+    measured in the same run.
+    """
     tokenizer = tokenizers.ByteTokenizer()
     vocabulary = tokenizer.vocabulary_size
-    ours = build_model(config, vocabulary)
-    ours.global_clipnorm = config.clipnorm or None
+
+    def ours(precision):
+        model = _with_policy(
+            precision, lambda: build_model(config, vocabulary)
+        )
+        model.global_clipnorm = config.clipnorm or None
+        return model
+
     models = {
-        "keras_tfm": _compiled(ours, config, jit_compile),
+        "keras_tfm": _compiled(ours(config.precision), config, jit_compile),
         "keras_hub": _compiled(
-            keras_hub_reference(config, vocabulary), config, jit_compile
+            _with_policy(
+                config.precision,
+                lambda: keras_hub_reference(config, vocabulary),
+            ),
+            config, jit_compile,
         ),
     }
+    if (config.precision, jit_compile) != ("float32", True):
+        models["keras_tfm_fp32_xla"] = _compiled(ours("float32"), config, True)
     batches = _batches(config, tokenizer, texts)
     fetch_seconds = []
     times = {name: [] for name in models}
@@ -146,6 +193,16 @@ def _summary(seconds, tokens_per_step):
         "step_ms_p10": float(np.percentile(seconds, 10)) * 1000,
         "step_ms_p90": float(np.percentile(seconds, 90)) * 1000,
         "tokens_per_second": tokens_per_step / median,
+    }
+
+
+def _ratio_summary(reference_seconds, seconds):
+    ratios = np.asarray(reference_seconds) / np.asarray(seconds)
+    return {
+        "median": float(np.median(ratios)),
+        "p25": float(np.percentile(ratios, 25)),
+        "p75": float(np.percentile(ratios, 75)),
+        "faster_steps": float(np.mean(ratios > 1)),
     }
 
 
@@ -199,8 +256,11 @@ def time_scaling(config, texts, lengths, widths, steps, jit_compile=True):
             variant = make_config(**{**config.to_dict(), **overrides})
             tokenizer = tokenizers.ByteTokenizer()
             model = _compiled(
-                build_model(variant, tokenizer.vocabulary_size), variant,
-                jit_compile,
+                _with_policy(
+                    variant.precision,
+                    lambda: build_model(variant, tokenizer.vocabulary_size),
+                ),
+                variant, jit_compile,
             )
             batches = _batches(variant, tokenizer, texts)
             seconds = []
@@ -257,9 +317,19 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
             source = "pydoc_data"
     else:
         source = "given"
-    jit_compile = config.jit_compile != "false"
+    jit_compile = resolve_jit_compile(
+        config.jit_compile, tf.distribute.get_strategy()
+    )
     tokens_per_step = config.batch_size * config.sequence_length
-    peak = matmul_peak_gflops(512 if smoke else 2048, 3 if smoke else 10)
+    size, repeats = (512, 3) if smoke else (2048, 10)
+    peaks = matmul_peaks(size, repeats)
+    peak = max(peaks.values())
+    # MFU is against the peak of the precision the matmuls run in.
+    compute_peaks = {"float32": peak}
+    if config.precision == "mixed_bfloat16":
+        peaks_bf16 = matmul_peaks(size, repeats, "bfloat16")
+        peaks.update({f"{k}_bfloat16": v for k, v in peaks_bf16.items()})
+        compute_peaks["mixed_bfloat16"] = max(peaks_bf16.values())
     models, times, first_step, fetch = time_training(
         config, texts, steps, warmup, jit_compile
     )
@@ -271,7 +341,10 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
         summary["gflops_per_second"] = (
             summary["tokens_per_second"] * model_flops / 1e9
         )
-        summary["mfu"] = summary["gflops_per_second"] / peak
+        precision = "float32" if name.endswith("fp32_xla") else config.precision
+        summary["mfu"] = summary["gflops_per_second"] / compute_peaks.get(
+            precision, peak
+        )
         summary["first_step_seconds"] = first_step[name]
         summary["parameters"] = models[name].count_params()
         training[name] = summary
@@ -281,9 +354,15 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
     results = {
         "config": config.preset,
         "data": source,
-        "machine": {"cpus": os.cpu_count(), "matmul_peak_gflops": peak},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "matmul_peak_gflops": peak,
+            "matmul_peak_gflops_by_backend": peaks,
+        },
         "settings": {
             "xla": jit_compile,
+            "jit_compile": config.jit_compile,
+            "autocluster_active": autoclustering_active(),
             "precision": config.precision,
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -298,6 +377,17 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
         "training": training,
         "tokens_per_second_ratio_vs_keras_hub": (
             ours["tokens_per_second"] / reference["tokens_per_second"]
+        ),
+        # The same ratio taken step by step (both models ran the same batch
+        # back to back), which the machine's drift disturbs least.
+        "per_step_ratio_vs_keras_hub": _ratio_summary(
+            times["keras_hub"], times["keras_tfm"]
+        ),
+        **(
+            {"speedup_vs_keras_tfm_fp32_xla": _ratio_summary(
+                times["keras_tfm_fp32_xla"], times["keras_tfm"]
+            )}
+            if "keras_tfm_fp32_xla" in times else {}
         ),
         "input_wait_fraction": float(np.median(fetch)) / step_median,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -325,26 +415,41 @@ def format_results(results):
     lines.append(
         f"config {results['config']} on {results['data']}: batch "
         f"{results['settings']['batch_size']} x "
-        f"{results['settings']['sequence_length']}, XLA "
-        f"{results['settings']['xla']}, fp32 matmul peak "
-        f"{results['machine']['matmul_peak_gflops']:.0f} GFLOP/s"
+        f"{results['settings']['sequence_length']}, jit_compile "
+        f"{results['settings']['jit_compile']}, precision "
+        f"{results['settings']['precision']}; matmul peaks (GFLOP/s) "
+        + ", ".join(
+            f"{name.replace('_', ' ')} {value:.0f}" for name, value in
+            results["machine"]["matmul_peak_gflops_by_backend"].items()
+        )
     )
     lines.append(f"model FLOPs/token {results['flops_per_token']:,} "
                  f"({results['flops_formula']})")
-    lines.append(f"{'model':>10} {'median ms':>10} {'p10':>8} {'p90':>8} "
+    lines.append(f"{'model':>18} {'median ms':>10} {'p10':>8} {'p90':>8} "
                  f"{'tokens/s':>10} {'GFLOP/s':>8} {'MFU':>6}")
     for name, t in training.items():
         lines.append(
-            f"{name:>10} {t['step_ms_median']:>10.1f} {t['step_ms_p10']:>8.1f} "
+            f"{name:>18} {t['step_ms_median']:>10.1f} {t['step_ms_p10']:>8.1f} "
             f"{t['step_ms_p90']:>8.1f} {t['tokens_per_second']:>10,.0f} "
             f"{t['gflops_per_second']:>8.1f} {t['mfu']:>6.1%}"
         )
     lines.append(
         "keras-tfm / keras-hub tokens/s: "
-        f"{results['tokens_per_second_ratio_vs_keras_hub']:.2f}x; input wait "
+        f"{results['tokens_per_second_ratio_vs_keras_hub']:.2f}x (step by "
+        f"step: median {results['per_step_ratio_vs_keras_hub']['median']:.2f}x, "
+        f"faster in "
+        f"{results['per_step_ratio_vs_keras_hub']['faster_steps']:.0%} of "
+        f"steps); input wait "
         f"{results['input_wait_fraction']:.1%} of a step; peak memory "
         f"{results['peak_memory_mb']:.0f} MB"
     )
+    if "speedup_vs_keras_tfm_fp32_xla" in results:
+        speedup = results["speedup_vs_keras_tfm_fp32_xla"]
+        lines.append(
+            f"these settings against keras-tfm in float32 with XLA: "
+            f"{speedup['median']:.2f}x step by step (p25-p75 "
+            f"{speedup['p25']:.2f}-{speedup['p75']:.2f})"
+        )
     for context, g in results["generation"].items():
         lines.append(
             f"generate at context {context}: {g['cached_tokens_per_second']:.0f} "
@@ -365,9 +470,11 @@ def format_results(results):
 
 
 def main_benchmark(args):
-    overrides = {}
-    if args.batch_size:
-        overrides["batch_size"] = args.batch_size
+    overrides = {
+        "batch_size": args.batch_size or None,
+        "precision": getattr(args, "precision", None),
+        "jit_compile": getattr(args, "jit_compile", None),
+    }
     config = make_config(args.config, **overrides)
     if args.smoke:
         config = make_config(

@@ -6,6 +6,7 @@ mistake (`UserError`) is printed as one line and exits with status 2.
 
 import argparse
 import json
+import os
 import sys
 
 from keras_tfm.errors import UserError
@@ -135,6 +136,12 @@ def build_parser():
                            help="timed steps per model (after warm-up)")
     benchmark.add_argument("--batch-size", type=int, default=None,
                            help="override the config's batch size")
+    benchmark.add_argument("--precision", default=None,
+                           choices=("float32", "mixed_bfloat16"),
+                           help="override the config's precision")
+    benchmark.add_argument("--jit-compile", default=None,
+                           choices=("auto", "true", "false", "autocluster"),
+                           help="override the config's jit_compile")
     benchmark.add_argument("--plot", help="write the scaling plot to this PNG")
     benchmark.add_argument("--json", action="store_true",
                            help="print one JSON object")
@@ -254,8 +261,35 @@ def run_generate(args):
     print(args.prompt + text)
 
 
+def _wants_autocluster(args):
+    if args.command not in ("pretrain", "benchmark"):
+        return False
+    from keras_tfm.training import make_config
+
+    try:
+        config = make_config(args.config or "small",
+                             jit_compile=getattr(args, "jit_compile", None))
+    except UserError:
+        return False  # reported when the command runs
+    return config.jit_compile == "autocluster"
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if argv is None and _wants_autocluster(args):
+        from keras_tfm.training import autoclustering_active
+        from keras_tfm.training import autoclustering_environment
+
+        if not autoclustering_active() and "KERAS_TFM_RESTARTED" not in os.environ:
+            # TensorFlow reads TF_XLA_FLAGS only as it starts: start again
+            # with them (the new process sees them and does not restart).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execve(
+                sys.executable,
+                [sys.executable, "-m", "keras_tfm.cli", *sys.argv[1:]],
+                {**autoclustering_environment(), "KERAS_TFM_RESTARTED": "1"},
+            )
     handlers = {
         "pretrain": run_pretrain,
         "evaluate": run_evaluate,

@@ -21,7 +21,12 @@ def test_benchmark_smoke(tmp_path, capsys):
         results["training"]["keras_tfm"]["tokens_per_second"]
         / results["training"]["keras_hub"]["tokens_per_second"],
     )
-    assert results["machine"]["matmul_peak_gflops"] > 0
+    peaks = results["machine"]["matmul_peak_gflops_by_backend"]
+    assert set(peaks) == {"xla", "tensorflow"} and min(peaks.values()) > 0
+    assert results["machine"]["matmul_peak_gflops"] == max(peaks.values())
+    per_step = results["per_step_ratio_vs_keras_hub"]
+    assert 0 < per_step["p25"] <= per_step["median"] <= per_step["p75"]
+    assert 0 <= per_step["faster_steps"] <= 1
     assert results["flops_per_token"] > 0 and "12 * layers" in results[
         "flops_formula"]
     assert 0 <= results["input_wait_fraction"]
@@ -35,3 +40,20 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(results["settings"]) >= {"xla", "intra_op_threads",
                                         "precision", "steps_per_execution"}
+
+
+def test_benchmark_smoke_bfloat16_autocluster(capsys):
+    code = main(["benchmark", "--smoke", "--json", "--precision",
+                 "mixed_bfloat16", "--jit-compile", "autocluster"])
+    assert code == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert results["settings"]["precision"] == "mixed_bfloat16"
+    assert results["settings"]["jit_compile"] == "autocluster"
+    # The settings' own gain is measured against float32 with XLA.
+    assert set(results["training"]) == {"keras_tfm", "keras_hub",
+                                        "keras_tfm_fp32_xla"}
+    assert results["speedup_vs_keras_tfm_fp32_xla"]["median"] > 0
+    peaks = results["machine"]["matmul_peak_gflops_by_backend"]
+    assert {"tensorflow_bfloat16", "xla_bfloat16"} <= set(peaks)
+    for t in results["training"].values():
+        assert 0 < t["mfu"] < 1

@@ -146,3 +146,25 @@ def test_killed_run_leaves_no_result_and_intact_checkpoints(
     for path in glob.glob(str(run_dir / "checkpoints" / "step-*.keras")):
         model = keras.models.load_model(path)
         assert model.optimizer.iterations.numpy() > 0
+
+
+@pytest.mark.slow
+def test_autocluster_restarts_with_the_xla_flags(tmp_path, shakespeare_path):
+    # TensorFlow reads TF_XLA_FLAGS only as it starts, so the command
+    # restarts itself with them; the run then reports auto-clustering on.
+    run_dir = str(tmp_path / "run")
+    env = {k: v for k, v in os.environ.items() if k != "TF_XLA_FLAGS"}
+    result = subprocess.run(
+        ["keras-tfm", "pretrain", "--config", "tiny", "--data",
+         shakespeare_path, "--output-dir", run_dir, "--max-steps", "3",
+         "--eval-every", "3", "--eval-batches", "1", "--sample-tokens", "0",
+         "--verbose", "0", "--jit-compile", "autocluster", "--precision",
+         "mixed_bfloat16"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "without auto-clustering" not in result.stderr
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["autocluster"] is True
+    assert metrics["precision"] == "mixed_bfloat16"

@@ -20,6 +20,7 @@ rate schedule (a function of the optimizer's step) continues too.
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 
@@ -45,6 +46,7 @@ from keras_tfm.training.config import save_config
 from keras_tfm.training.history import History
 from keras_tfm.training.strategy import get_strategy
 from keras_tfm.training.strategy import is_chief
+from keras_tfm.training.strategy import autoclustering_active
 from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.strategy import strategy_name
 
@@ -212,6 +214,15 @@ def train(config, strategy=None, dataset=None, overwrite=False, restart=False):
     strategy = strategy or get_strategy(config.strategy, config.cpu_devices)
     chief = is_chief(strategy)
     log = print if chief and config.verbose > 0 else (lambda *a, **k: None)
+    if config.jit_compile == "autocluster" and not autoclustering_active():
+        # Not an error: the run trains, with XLA fusing less.
+        print(
+            "keras-tfm: jit_compile 'autocluster' needs TF_XLA_FLAGS set "
+            "before TensorFlow starts (keras_tfm.training."
+            "autoclustering_environment() says how); this process runs "
+            "without auto-clustering.",
+            file=sys.stderr,
+        )
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -420,6 +431,10 @@ def _fit(model, config, tokenizer, lm_data, strategy, out_dir, chief,
         "precision": config.precision,
         "grad_accum_steps": config.grad_accum_steps,
         "jit_compile": bool(model.jit_compile),
+        # True when XLA fused the element-wise ops by auto-clustering.
+        "autocluster": (
+            config.jit_compile == "autocluster" and autoclustering_active()
+        ),
         "corpus_tokens": lm_data.stats["corpus_tokens"],
         "corpus_bytes": lm_data.stats["corpus_bytes"],
         "train_sequences": lm_data.stats["train_sequences"],

@@ -107,3 +107,17 @@ def test_xla_compiled_train_step(tmp_path):
     metrics = train(config, dataset=texts)
     assert metrics["jit_compile"] is True
     assert np.isfinite(metrics["val_loss"])
+
+
+def test_autocluster_bfloat16_train_step(tmp_path, capfd):
+    # Graph mode and oneDNN matmuls in bfloat16. This process started
+    # without auto-clustering's flags: it trains, and says XLA fuses less
+    # (test_cli checks the command, which restarts itself with them).
+    texts = ["to be or not to be, that is the question. " * 30] * 4
+    config = tiny_config(tmp_path, max_steps=3, eval_every=3, sample_tokens=4,
+                         jit_compile="autocluster", precision="mixed_bfloat16")
+    metrics = train(config, dataset=texts)
+    assert metrics["jit_compile"] is False and metrics["autocluster"] is False
+    assert np.isfinite(metrics["val_loss"])
+    assert "without auto-clustering" in capfd.readouterr().err
+    assert keras.config.dtype_policy().name == "float32"
