@@ -433,12 +433,12 @@ def format_results(results):
             f"{t['step_ms_p90']:>8.1f} {t['tokens_per_second']:>10,.0f} "
             f"{t['gflops_per_second']:>8.1f} {t['mfu']:>6.1%}"
         )
+    per_step = results["per_step_ratio_vs_keras_hub"]
     lines.append(
         "keras-tfm / keras-hub tokens/s: "
         f"{results['tokens_per_second_ratio_vs_keras_hub']:.2f}x (step by "
-        f"step: median {results['per_step_ratio_vs_keras_hub']['median']:.2f}x, "
-        f"faster in "
-        f"{results['per_step_ratio_vs_keras_hub']['faster_steps']:.0%} of "
+        f"step: median {per_step['median']:.2f}x, faster in "
+        f"{per_step['faster_steps']:.0%} of "
         f"steps); input wait "
         f"{results['input_wait_fraction']:.1%} of a step; peak memory "
         f"{results['peak_memory_mb']:.0f} MB"

@@ -280,7 +280,8 @@ def main(argv=None):
         from keras_tfm.training import autoclustering_active
         from keras_tfm.training import autoclustering_environment
 
-        if not autoclustering_active() and "KERAS_TFM_RESTARTED" not in os.environ:
+        restarted = "KERAS_TFM_RESTARTED" in os.environ
+        if not autoclustering_active() and not restarted:
             # TensorFlow reads TF_XLA_FLAGS only as it starts: start again
             # with them (the new process sees them and does not restart).
             sys.stdout.flush()
