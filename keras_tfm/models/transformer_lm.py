@@ -184,7 +184,13 @@ class TransformerLM(keras.Model):
                     loss * replicas, sample_weight=tf.shape(x_i)[0]
                 )
                 loss = self.optimizer.scale_loss(loss)
-            gradients = tape.gradient(loss, weights)
+            # An untied embedding's gradient is an IndexedSlices outside
+            # XLA; summing, dividing and clipping need a dense tensor.
+            gradients = [
+                tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices)
+                else g
+                for g in tape.gradient(loss, weights)
+            ]
             total = (
                 gradients
                 if total is None

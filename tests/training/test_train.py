@@ -121,3 +121,16 @@ def test_autocluster_bfloat16_train_step(tmp_path, capfd):
     assert np.isfinite(metrics["val_loss"])
     assert "without auto-clustering" in capfd.readouterr().err
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_untied_embedding_in_graph_mode_with_micro_batches(tmp_path):
+    # Outside XLA the untied embedding's gradient is an IndexedSlices,
+    # which the micro-batch sum, mean and global-norm clipping must take.
+    texts = ["to be or not to be, that is the question. " * 30] * 4
+    config = tiny_config(tmp_path, max_steps=3, eval_every=3, sample_tokens=4,
+                         jit_compile="false", tie_embeddings=False,
+                         grad_accum_steps=2, clipnorm=1.0)
+    metrics = train(config, dataset=texts)
+    assert metrics["jit_compile"] is False
+    assert np.isfinite(metrics["val_loss"]) and np.isfinite(
+        metrics["train_loss"])
