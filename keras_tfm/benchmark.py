@@ -472,8 +472,8 @@ def format_results(results):
 def main_benchmark(args):
     overrides = {
         "batch_size": args.batch_size or None,
-        "precision": getattr(args, "precision", None),
-        "jit_compile": getattr(args, "jit_compile", None),
+        "precision": args.precision,
+        "jit_compile": args.jit_compile,
     }
     config = make_config(args.config, **overrides)
     if args.smoke:

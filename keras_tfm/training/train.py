@@ -44,9 +44,9 @@ from keras_tfm.training.config import differences
 from keras_tfm.training.config import load_run_config
 from keras_tfm.training.config import save_config
 from keras_tfm.training.history import History
+from keras_tfm.training.strategy import autoclustering_active
 from keras_tfm.training.strategy import get_strategy
 from keras_tfm.training.strategy import is_chief
-from keras_tfm.training.strategy import autoclustering_active
 from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.strategy import strategy_name
 
