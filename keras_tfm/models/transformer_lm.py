@@ -178,6 +178,15 @@ class TransformerLM(keras.Model):
                     x=x_i, y=y_i, y_pred=y_pred, sample_weight=w_i,
                     training=True,
                 )
+                if w_i is not None and k > 1:
+                    # The loss is the mean over this part's weighted
+                    # positions (the masked LM's masked tokens); weigh it
+                    # by its share of the batch's weight, so the mean over
+                    # parts is the whole batch's mean.
+                    loss = loss * tf.math.divide_no_nan(
+                        k * tf.reduce_sum(tf.cast(w_i, loss.dtype)),
+                        tf.reduce_sum(tf.cast(sample_weight, loss.dtype)),
+                    )
                 # Keras scales the loss by 1 / replicas for the all-reduce
                 # sum; the tracker wants the unscaled value.
                 self._loss_tracker.update_state(

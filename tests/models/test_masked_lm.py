@@ -63,3 +63,30 @@ def test_fit_with_sample_weights():
                         batch_size=8, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert "perplexity" in history.history
+
+
+def test_micro_batches_with_unequal_masks_match_the_whole_batch():
+    # Parts with different numbers of masked tokens: each part's mean is
+    # weighed by its share of the masked tokens, so the step is the whole
+    # batch's (as --grad-accum-steps and --batch-splits promise).
+    x = token_ids(4)
+    weights = np.zeros(x.shape, "float32")
+    weights[0, :1] = 1  # first half: 1 + 2 masked tokens
+    weights[1, :2] = 1
+    weights[2:, :6] = 1  # second half: 12
+    masked = np.where(weights > 0, 2, x).astype("int32")
+
+    def one_step(micro_batches):
+        keras.utils.set_random_seed(3)
+        model = MaskedLM(**KWARGS)
+        model.micro_batches = micro_batches
+        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
+        history = model.fit(masked, x, sample_weight=weights, batch_size=4,
+                            epochs=1, verbose=0)
+        return history.history["loss"][0], model.get_weights()
+
+    loss_1, weights_1 = one_step(1)
+    loss_2, weights_2 = one_step(2)
+    np.testing.assert_allclose(loss_2, loss_1, rtol=1e-6)
+    for a, b in zip(weights_1, weights_2):
+        np.testing.assert_allclose(a, b, atol=1e-6)
