@@ -10,7 +10,9 @@ a ratio of medians:
   keras-hub's layers (`TokenAndPositionEmbedding` + pre-LN
   `TransformerDecoder`s + a dense head) and trained the same way (AdamW,
   the same precision and compilation), on real text batches; with other
-  settings than float32 + XLA, also keras-tfm's model in float32 + XLA;
+  settings than float32 + XLA, also keras-tfm's model in float32 + XLA,
+  and, when keras-tfm's step splits the batch (`batch_splits`), the same
+  step unsplit;
 - model FLOPs per token as nanoGPT and PaLM count them: 6 x (parameters in
   matmuls) + 12 x layers x hidden x sequence (attention); MFU against the
   best matmul this run measures in the precision the model computes in
@@ -23,6 +25,7 @@ a ratio of medians:
   and a PNG plot.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -39,6 +42,7 @@ from keras_tfm import generation
 from keras_tfm import tokenizers
 from keras_tfm.training.config import make_config
 from keras_tfm.training.strategy import autoclustering_active
+from keras_tfm.training.strategy import resolve_batch_splits
 from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.train import build_model
 from keras_tfm.training.train import build_optimizer
@@ -116,6 +120,16 @@ def _compiled(model, config, jit_compile):
     return model
 
 
+def _keras_tfm_model(config, vocabulary, precision, jit_compile):
+    """keras-tfm's model as `keras-tfm pretrain` sets it up to train."""
+    model = _with_policy(precision, lambda: build_model(config, vocabulary))
+    model.global_clipnorm = config.clipnorm or None
+    model.micro_batches, _ = resolve_batch_splits(
+        config, tf.distribute.get_strategy(), jit_compile
+    )
+    return model
+
+
 def _batches(config, tokenizer, texts, seed=0):
     lm_data = data.prepare_lm_data(
         tokenizer, texts, config.sequence_length, seed=seed
@@ -139,20 +153,19 @@ def time_training(config, texts, steps, warmup, jit_compile=True):
     Both use the config's precision and compilation. When those are not
     float32 with XLA, keras-tfm's model in float32 with XLA runs alongside
     as a third entry, `keras_tfm_fp32_xla`, so the settings' own gain is
-    measured in the same run.
+    measured in the same run; likewise `keras_tfm_unsplit`, the step
+    without `batch_splits`, when keras-tfm's step splits the batch.
     """
     tokenizer = tokenizers.ByteTokenizer()
     vocabulary = tokenizer.vocabulary_size
 
-    def ours(precision):
-        model = _with_policy(
-            precision, lambda: build_model(config, vocabulary)
+    def ours(precision, jit, variant=config):
+        return _compiled(
+            _keras_tfm_model(variant, vocabulary, precision, jit), variant, jit
         )
-        model.global_clipnorm = config.clipnorm or None
-        return model
 
     models = {
-        "keras_tfm": _compiled(ours(config.precision), config, jit_compile),
+        "keras_tfm": ours(config.precision, jit_compile),
         "keras_hub": _compiled(
             _with_policy(
                 config.precision,
@@ -162,7 +175,15 @@ def time_training(config, texts, steps, warmup, jit_compile=True):
         ),
     }
     if (config.precision, jit_compile) != ("float32", True):
-        models["keras_tfm_fp32_xla"] = _compiled(ours("float32"), config, True)
+        models["keras_tfm_fp32_xla"] = ours("float32", True)
+    splits = resolve_batch_splits(
+        config, tf.distribute.get_strategy(), jit_compile
+    )[1]
+    if splits > 1:
+        models["keras_tfm_unsplit"] = ours(
+            config.precision, jit_compile,
+            dataclasses.replace(config, batch_splits=1),
+        )
     batches = _batches(config, tokenizer, texts)
     fetch_seconds = []
     times = {name: [] for name in models}
@@ -256,9 +277,9 @@ def time_scaling(config, texts, lengths, widths, steps, jit_compile=True):
             variant = make_config(**{**config.to_dict(), **overrides})
             tokenizer = tokenizers.ByteTokenizer()
             model = _compiled(
-                _with_policy(
-                    variant.precision,
-                    lambda: build_model(variant, tokenizer.vocabulary_size),
+                _keras_tfm_model(
+                    variant, tokenizer.vocabulary_size, variant.precision,
+                    jit_compile,
                 ),
                 variant, jit_compile,
             )
@@ -367,6 +388,10 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "steps_per_execution": 1,
+            # Parts of the batch keras-tfm's step runs side by side.
+            "batch_splits": resolve_batch_splits(
+                config, tf.distribute.get_strategy(), jit_compile
+            )[1],
             "batch_size": config.batch_size,
             "sequence_length": config.sequence_length,
             "steps": steps,
@@ -383,12 +408,11 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
         "per_step_ratio_vs_keras_hub": _ratio_summary(
             times["keras_hub"], times["keras_tfm"]
         ),
-        **(
-            {"speedup_vs_keras_tfm_fp32_xla": _ratio_summary(
-                times["keras_tfm_fp32_xla"], times["keras_tfm"]
-            )}
-            if "keras_tfm_fp32_xla" in times else {}
-        ),
+        **{
+            f"speedup_vs_{name}": _ratio_summary(times[name], times["keras_tfm"])
+            for name in ("keras_tfm_fp32_xla", "keras_tfm_unsplit")
+            if name in times
+        },
         "input_wait_fraction": float(np.median(fetch)) / step_median,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         / 1024,
@@ -416,7 +440,8 @@ def format_results(results):
         f"config {results['config']} on {results['data']}: batch "
         f"{results['settings']['batch_size']} x "
         f"{results['settings']['sequence_length']}, jit_compile "
-        f"{results['settings']['jit_compile']}, precision "
+        f"{results['settings']['jit_compile']}, batch splits "
+        f"{results['settings']['batch_splits']}, precision "
         f"{results['settings']['precision']}; matmul peaks (GFLOP/s) "
         + ", ".join(
             f"{name.replace('_', ' ')} {value:.0f}" for name, value in
@@ -450,6 +475,13 @@ def format_results(results):
             f"{speedup['median']:.2f}x step by step (p25-p75 "
             f"{speedup['p25']:.2f}-{speedup['p75']:.2f})"
         )
+    if "speedup_vs_keras_tfm_unsplit" in results:
+        speedup = results["speedup_vs_keras_tfm_unsplit"]
+        lines.append(
+            f"batch split in {results['settings']['batch_splits']} against "
+            f"unsplit: {speedup['median']:.2f}x step by step (p25-p75 "
+            f"{speedup['p25']:.2f}-{speedup['p75']:.2f})"
+        )
     for context, g in results["generation"].items():
         lines.append(
             f"generate at context {context}: {g['cached_tokens_per_second']:.0f} "
@@ -474,6 +506,7 @@ def main_benchmark(args):
         "batch_size": args.batch_size or None,
         "precision": args.precision,
         "jit_compile": args.jit_compile,
+        "batch_splits": args.batch_splits,
     }
     config = make_config(args.config, **overrides)
     if args.smoke:

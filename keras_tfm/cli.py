@@ -142,6 +142,9 @@ def build_parser():
     benchmark.add_argument("--jit-compile", default=None,
                            choices=("auto", "true", "false", "autocluster"),
                            help="override the config's jit_compile")
+    benchmark.add_argument("--batch-splits", type=int, default=None,
+                           help="override the config's batch_splits "
+                           "(0: auto)")
     benchmark.add_argument("--plot", help="write the scaling plot to this PNG")
     benchmark.add_argument("--json", action="store_true",
                            help="print one JSON object")

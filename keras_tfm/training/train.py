@@ -47,6 +47,7 @@ from keras_tfm.training.history import History
 from keras_tfm.training.strategy import autoclustering_active
 from keras_tfm.training.strategy import get_strategy
 from keras_tfm.training.strategy import is_chief
+from keras_tfm.training.strategy import resolve_batch_splits
 from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.strategy import strategy_name
 
@@ -268,11 +269,13 @@ def train(config, strategy=None, dataset=None, overwrite=False, restart=False):
     try:
         with strategy.scope():
             model = build_model(config, tokenizer.vocabulary_size)
-            model.micro_batches = config.grad_accum_steps
+            jit_compile = resolve_jit_compile(config.jit_compile, strategy)
+            model.micro_batches, batch_splits = resolve_batch_splits(
+                config, strategy, jit_compile
+            )
             model.global_clipnorm = config.clipnorm or None
             model.compile(
-                optimizer=build_optimizer(config),
-                jit_compile=resolve_jit_compile(config.jit_compile, strategy),
+                optimizer=build_optimizer(config), jit_compile=jit_compile
             )
             # Build the optimizer's slots (and loss scale) now: a resume
             # loads into them, and the train step reads them.
@@ -430,6 +433,8 @@ def _fit(model, config, tokenizer, lm_data, strategy, out_dir, chief,
         "strategy": strategy_name(strategy),
         "precision": config.precision,
         "grad_accum_steps": config.grad_accum_steps,
+        # Parts each micro-batch ran as, side by side (config batch_splits).
+        "batch_splits": model.micro_batches // config.grad_accum_steps,
         "jit_compile": bool(model.jit_compile),
         # True when XLA fused the element-wise ops by auto-clustering.
         "autocluster": (
