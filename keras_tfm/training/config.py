@@ -113,7 +113,7 @@ class TrainConfig:
     # Parts each micro-batch is split into inside one compiled step, their
     # gradients summed (the same update). XLA runs the parts' forward and
     # backward passes side by side, which keeps both cores of a small CPU
-    # busy while one runs a single-threaded element-wise op: 1.05-1.08x on
+    # busy while one runs a single-threaded element-wise op: 1.05-1.09x on
     # two cores (nano, small, compute). 0: auto, 2 for a single-device CPU
     # run under XLA whose micro-batch divides by 2, else 1.
     batch_splits: int = 0

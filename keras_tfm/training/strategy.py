@@ -143,7 +143,7 @@ def resolve_batch_splits(config, strategy, jit_compile):
     two cores, one op ran at a time for ~80% of the step (matmuls spread
     over both threads, the other ops did not). Two
     independent halves of the batch in one compiled step let XLA run them
-    side by side (1.05-1.08x measured on two cores). Matmuls already use
+    side by side (1.05-1.09x measured on two cores). Matmuls already use
     every core, and on a GPU the halves would only make kernels smaller,
     so `0` ("auto") splits a single-replica CPU run under XLA whose batch
     divides by 2, and nothing else.
