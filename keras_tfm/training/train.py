@@ -251,6 +251,8 @@ def train(config, strategy=None, dataset=None, overwrite=False, restart=False):
             f"batch_size ({config.batch_size}) must be a multiple of the "
             f"{replicas} replicas: change --batch-size."
         )
+    jit_compile = resolve_jit_compile(config.jit_compile, strategy)
+    micro_batches, _ = resolve_batch_splits(config, strategy, jit_compile)
 
     # Only the chief writes the run directory; other workers write their
     # (identical) checkpoints and model to a scratch directory, deleted at
@@ -269,10 +271,7 @@ def train(config, strategy=None, dataset=None, overwrite=False, restart=False):
     try:
         with strategy.scope():
             model = build_model(config, tokenizer.vocabulary_size)
-            jit_compile = resolve_jit_compile(config.jit_compile, strategy)
-            model.micro_batches, batch_splits = resolve_batch_splits(
-                config, strategy, jit_compile
-            )
+            model.micro_batches = micro_batches
             model.global_clipnorm = config.clipnorm or None
             model.compile(
                 optimizer=build_optimizer(config), jit_compile=jit_compile

@@ -67,3 +67,12 @@ def test_split_and_unsplit_runs_train_the_same_model(tmp_path):
                                atol=1e-5)
     np.testing.assert_allclose(split["train_loss"], whole["train_loss"],
                                atol=1e-5)
+
+
+def test_a_bad_split_leaves_no_run_directory(tmp_path):
+    config = make_config("tiny", output_dir=str(tmp_path / "run"),
+                         batch_size=8, batch_splits=3, verbose=0)
+    with pytest.raises(ConfigError, match="multiple of batch_splits"):
+        train(config, dataset=["to be or not to be, that is the question. "
+                               * 30] * 4)
+    assert not (tmp_path / "run").exists()
