@@ -115,7 +115,7 @@ class TrainConfig:
     # backward passes side by side, which keeps both cores of a small CPU
     # busy while one runs a single-threaded element-wise op: 1.05-1.09x on
     # two cores (nano, small, compute). 0: auto, 2 for a single-device CPU
-    # run under XLA whose micro-batch divides by 2, else 1.
+    # run under XLA or autocluster whose micro-batch divides by 2, else 1.
     batch_splits: int = 0
     # Steps between checkpoints; 0: at every evaluation (eval_every).
     checkpoint_every: int = 0

@@ -24,6 +24,11 @@ TWO_REPLICAS = types.SimpleNamespace(num_replicas_in_sync=2)
         ({"batch_size": 12, "grad_accum_steps": 3}, ONE_DEVICE, True, (6, 2)),
         ({"batch_size": 7}, ONE_DEVICE, True, (1, 1)),
         ({"batch_size": 12}, ONE_DEVICE, False, (1, 1)),
+        # XLA auto-clustering (graph mode, jit_compile resolves to False).
+        ({"batch_size": 12, "jit_compile": "autocluster"}, ONE_DEVICE, False,
+         (2, 2)),
+        ({"batch_size": 12, "jit_compile": "autocluster"}, TWO_REPLICAS,
+         False, (1, 1)),
         ({"batch_size": 12}, TWO_REPLICAS, False, (1, 1)),
         # Explicit values are taken as given.
         ({"batch_size": 12, "batch_splits": 1}, ONE_DEVICE, True, (1, 1)),
