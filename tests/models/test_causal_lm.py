@@ -6,6 +6,7 @@ import pytest
 
 import keras_tfm
 from keras_tfm.models import CausalLM
+from layer_test_utils import assert_micro_batches_match_the_whole_batch
 
 VOCAB, SEQ = 30, 8
 KWARGS = dict(
@@ -142,18 +143,6 @@ def test_global_clipnorm_clips_the_summed_gradient():
 
 def test_micro_batches_match_the_whole_batch():
     x = token_ids(8)
-    y = np.roll(x, -1, 1)
-
-    def one_step(micro_batches):
-        keras.utils.set_random_seed(3)
-        model = CausalLM(**KWARGS)
-        model.micro_batches = micro_batches
-        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
-        history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-        return history.history["loss"][0], model.get_weights()
-
-    loss_1, weights_1 = one_step(1)
-    loss_4, weights_4 = one_step(4)
-    np.testing.assert_allclose(loss_4, loss_1, rtol=1e-6)
-    for a, b in zip(weights_1, weights_4):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert_micro_batches_match_the_whole_batch(
+        lambda: CausalLM(**KWARGS), 4, x, np.roll(x, -1, 1)
+    )

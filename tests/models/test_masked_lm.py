@@ -2,6 +2,7 @@ import keras
 import numpy as np
 
 from keras_tfm.models import MaskedLM
+from layer_test_utils import assert_micro_batches_match_the_whole_batch
 
 VOCAB, SEQ = 30, 8
 KWARGS = dict(
@@ -76,17 +77,6 @@ def test_micro_batches_with_unequal_masks_match_the_whole_batch():
     weights[2:, :6] = 1  # second half: 12
     masked = np.where(weights > 0, 2, x).astype("int32")
 
-    def one_step(micro_batches):
-        keras.utils.set_random_seed(3)
-        model = MaskedLM(**KWARGS)
-        model.micro_batches = micro_batches
-        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
-        history = model.fit(masked, x, sample_weight=weights, batch_size=4,
-                            epochs=1, verbose=0)
-        return history.history["loss"][0], model.get_weights()
-
-    loss_1, weights_1 = one_step(1)
-    loss_2, weights_2 = one_step(2)
-    np.testing.assert_allclose(loss_2, loss_1, rtol=1e-6)
-    for a, b in zip(weights_1, weights_2):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert_micro_batches_match_the_whole_batch(
+        lambda: MaskedLM(**KWARGS), 2, masked, x, sample_weight=weights
+    )
