@@ -12,7 +12,9 @@ a ratio of medians:
   the same precision and compilation), on real text batches; with other
   settings than float32 + XLA, also keras-tfm's model in float32 + XLA,
   and, when keras-tfm's step splits the batch (`batch_splits`), the same
-  step unsplit;
+  step unsplit; with `--pytorch-reference`, also nanoGPT's model and step
+  on PyTorch (`keras_tfm.pytorch_reference`), float32 and eager as in
+  nanoGPT's CPU recipe;
 - model FLOPs per token as nanoGPT and PaLM count them: 6 x (parameters in
   matmuls) + 12 x layers x hidden x sequence (attention); MFU against the
   best matmul this run measures in the precision the model computes in
@@ -147,14 +149,16 @@ def _with_policy(precision, build):
         keras.config.set_dtype_policy(previous)
 
 
-def time_training(config, texts, steps, warmup, jit_compile=True):
+def time_training(config, texts, steps, warmup, jit_compile=True,
+                  pytorch_reference=False):
     """Interleaved train steps: keras-tfm's model and the keras-hub one.
 
     Both use the config's precision and compilation. When those are not
     float32 with XLA, keras-tfm's model in float32 with XLA runs alongside
     as a third entry, `keras_tfm_fp32_xla`, so the settings' own gain is
     measured in the same run; likewise `keras_tfm_unsplit`, the step
-    without `batch_splits`, when keras-tfm's step splits the batch.
+    without `batch_splits`, when keras-tfm's step splits the batch, and
+    `pytorch_nanogpt` with `pytorch_reference`.
     """
     tokenizer = tokenizers.ByteTokenizer()
     vocabulary = tokenizer.vocabulary_size
@@ -181,6 +185,10 @@ def time_training(config, texts, steps, warmup, jit_compile=True):
             config.precision, jit_compile,
             dataclasses.replace(config, batch_splits=1),
         )
+    if pytorch_reference:
+        from keras_tfm.pytorch_reference import NanoGPTTrainer
+
+        models["pytorch_nanogpt"] = NanoGPTTrainer(config, vocabulary)
     batches = _batches(config, tokenizer, texts)
     fetch_seconds = []
     times = {name: [] for name in models}
@@ -324,8 +332,12 @@ def plot_scaling(rows, path):
 
 
 def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
-                  texts=None):
+                  texts=None, pytorch_reference=False):
     """Measures everything above; returns a dict (the `--json` output)."""
+    if pytorch_reference:
+        from keras_tfm.pytorch_reference import import_torch
+
+        import_torch()  # a missing PyTorch is said before minutes of work
     if texts is None:
         if os.path.isfile(SHAKESPEARE):
             texts = [corpus.read_text_file(SHAKESPEARE)]
@@ -349,7 +361,7 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
         peaks.update({f"{k}_bfloat16": v for k, v in peaks_bf16.items()})
         compute_peaks["mixed_bfloat16"] = max(peaks_bf16.values())
     models, times, first_step, fetch = time_training(
-        config, texts, steps, warmup, jit_compile
+        config, texts, steps, warmup, jit_compile, pytorch_reference
     )
     vocabulary = tokenizers.ByteTokenizer().vocabulary_size
     model_flops = flops_per_token(config, vocabulary)
@@ -359,7 +371,11 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
         summary["gflops_per_second"] = (
             summary["tokens_per_second"] * model_flops / 1e9
         )
-        precision = "float32" if name.endswith("fp32_xla") else config.precision
+        # nanoGPT's CPU recipe computes in float32 whatever the config says.
+        precision = (
+            "float32" if name in ("keras_tfm_fp32_xla", "pytorch_nanogpt")
+            else config.precision
+        )
         summary["mfu"] = summary["gflops_per_second"] / compute_peaks.get(
             precision, peak
         )
@@ -393,6 +409,11 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
             "sequence_length": config.sequence_length,
             "steps": steps,
             "warmup_steps": warmup,
+            **(
+                {"pytorch_version": models["pytorch_nanogpt"].torch_version,
+                 "pytorch_threads": models["pytorch_nanogpt"].torch_threads}
+                if pytorch_reference else {}
+            ),
         },
         "flops_per_token": model_flops,
         "flops_formula": "6 * matmul_parameters + 12 * layers * hidden * sequence",
@@ -405,9 +426,17 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
         "per_step_ratio_vs_keras_hub": _ratio_summary(
             times["keras_hub"], times["keras_tfm"]
         ),
+        **(
+            {"tokens_per_second_ratio_vs_pytorch_nanogpt": (
+                ours["tokens_per_second"]
+                / training["pytorch_nanogpt"]["tokens_per_second"]
+            )}
+            if pytorch_reference else {}
+        ),
         **{
             f"speedup_vs_{name}": _ratio_summary(times[name], times["keras_tfm"])
-            for name in ("keras_tfm_fp32_xla", "keras_tfm_unsplit")
+            for name in ("keras_tfm_fp32_xla", "keras_tfm_unsplit",
+                         "pytorch_nanogpt")
             if name in times
         },
         "input_wait_fraction": float(np.median(fetch)) / step_median,
@@ -471,6 +500,9 @@ def format_results(results):
         ("keras_tfm_unsplit",
          f"batch split in {results['settings']['batch_splits']} against "
          "unsplit"),
+        ("pytorch_nanogpt",
+         "keras-tfm against nanoGPT on PyTorch "
+         f"{results['settings'].get('pytorch_version')}"),
     ):
         speedup = results.get(f"speedup_vs_{reference}")
         if speedup:
@@ -517,6 +549,7 @@ def main_benchmark(args):
         warmup=2 if args.smoke else 3,
         smoke=args.smoke,
         plot_path=args.plot,
+        pytorch_reference=args.pytorch_reference,
     )
     print(json.dumps(results) if args.json else format_results(results))
     return results

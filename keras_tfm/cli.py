@@ -123,7 +123,7 @@ def build_parser():
     benchmark = commands.add_parser(
         "benchmark",
         help="training and inference speed against a keras-hub reference "
-        "measured in the same run",
+        "(and optionally nanoGPT on PyTorch) measured in the same run",
         description="Times keras-tfm's train step against a same-size "
         "model built from keras-hub layers (interleaved, one process), "
         "with MFU against a matmul peak measured in the run, input wait, "
@@ -145,6 +145,11 @@ def build_parser():
     benchmark.add_argument("--batch-splits", type=int, default=None,
                            help="override the config's batch_splits "
                            "(0: auto)")
+    benchmark.add_argument(
+        "--pytorch-reference", action="store_true",
+        help="also time nanoGPT's model and step on PyTorch (float32, "
+        "eager, as its CPU recipe runs), interleaved; needs torch",
+    )
     benchmark.add_argument("--plot", help="write the scaling plot to this PNG")
     benchmark.add_argument("--json", action="store_true",
                            help="print one JSON object")
