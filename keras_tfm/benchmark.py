@@ -48,6 +48,7 @@ from keras_tfm.training.strategy import resolve_batch_splits
 from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.train import build_model
 from keras_tfm.training.train import build_optimizer
+from keras_tfm.training.train import dtype_policy
 
 SHAKESPEARE = os.path.join(
     os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data",
@@ -124,7 +125,8 @@ def _compiled(model, config, jit_compile):
 
 def _keras_tfm_model(config, vocabulary, precision, jit_compile):
     """keras-tfm's model as `keras-tfm pretrain` sets it up to train."""
-    model = _with_policy(precision, lambda: build_model(config, vocabulary))
+    with dtype_policy(precision):
+        model = build_model(config, vocabulary)
     model.global_clipnorm = config.clipnorm or None
     model.micro_batches, _ = resolve_batch_splits(
         config, tf.distribute.get_strategy(), jit_compile
@@ -138,15 +140,6 @@ def _batches(config, tokenizer, texts, seed=0):
     )
     dataset = data.make_dataset(lm_data.train, config.batch_size, seed=seed)
     return iter(dataset)
-
-
-def _with_policy(precision, build):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        return build()
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def time_training(config, texts, steps, warmup, jit_compile=True,
@@ -168,15 +161,11 @@ def time_training(config, texts, steps, warmup, jit_compile=True,
             _keras_tfm_model(variant, vocabulary, precision, jit), variant, jit
         )
 
+    with dtype_policy(config.precision):
+        hub = keras_hub_reference(config, vocabulary)
     models = {
         "keras_tfm": ours(config.precision, jit_compile),
-        "keras_hub": _compiled(
-            _with_policy(
-                config.precision,
-                lambda: keras_hub_reference(config, vocabulary),
-            ),
-            config, jit_compile,
-        ),
+        "keras_hub": _compiled(hub, config, jit_compile),
     }
     if (config.precision, jit_compile) != ("float32", True):
         models["keras_tfm_fp32_xla"] = ours("float32", True)

@@ -17,6 +17,7 @@ checkpoint continues the same stream at the same step, and the learning
 rate schedule (a function of the optimizer's step) continues too.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -127,6 +128,21 @@ def build_tokenizer(config, texts):
     if config.tokenizer == "byte":
         return tokenizers.ByteTokenizer()
     return tokenizers.WordPieceTokenizer.train(texts, config.vocabulary_size)
+
+
+@contextlib.contextmanager
+def dtype_policy(precision):
+    """Keras' global dtype policy set to `precision` inside the block only.
+
+    Layers take the global policy when they are created, so a model built
+    inside computes in `precision`; the caller's policy is back afterwards.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def build_model(config, vocabulary_size):
@@ -266,29 +282,27 @@ def train(config, strategy=None, dataset=None, overwrite=False, restart=False):
         save_config(config, os.path.join(run_dir, "config.json"))
         tokenizer.save(os.path.join(run_dir, "tokenizer"))
 
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config.precision)
     try:
-        with strategy.scope():
-            model = build_model(config, tokenizer.vocabulary_size)
-            model.micro_batches = micro_batches
-            model.global_clipnorm = config.clipnorm or None
-            model.compile(
-                optimizer=build_optimizer(config), jit_compile=jit_compile
-            )
-            # Build the optimizer's slots (and loss scale) now: a resume
-            # loads into them, and the train step reads them.
-            model.optimizer.build(model.trainable_variables)
+        with dtype_policy(config.precision):
+            with strategy.scope():
+                model = build_model(config, tokenizer.vocabulary_size)
+                model.micro_batches = micro_batches
+                model.global_clipnorm = config.clipnorm or None
+                model.compile(
+                    optimizer=build_optimizer(config), jit_compile=jit_compile
+                )
+                # Build the optimizer's slots (and loss scale) now: a resume
+                # loads into them, and the train step reads them.
+                model.optimizer.build(model.trainable_variables)
+                if resume:
+                    model.load_weights(resume[1])
             if resume:
-                model.load_weights(resume[1])
-        if resume:
-            log(f"resumed from step {start_step}")
-        result = _fit(
-            model, config, tokenizer, lm_data, strategy, out_dir, chief,
-            start_step, log,
-        )
+                log(f"resumed from step {start_step}")
+            result = _fit(
+                model, config, tokenizer, lm_data, strategy, out_dir, chief,
+                start_step, log,
+            )
     finally:
-        keras.config.set_dtype_policy(previous_policy)
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
     return result

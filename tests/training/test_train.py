@@ -9,6 +9,7 @@ import pytest
 from keras_tfm.errors import UserError
 from keras_tfm.training import make_config
 from keras_tfm.training import train
+from keras_tfm.training.train import dtype_policy
 
 
 def tiny_config(tmp_path, **overrides):
@@ -134,3 +135,12 @@ def test_untied_embedding_in_graph_mode_with_micro_batches(tmp_path):
     assert metrics["jit_compile"] is False
     assert np.isfinite(metrics["val_loss"]) and np.isfinite(
         metrics["train_loss"])
+
+
+def test_dtype_policy_is_restored_when_the_block_raises():
+    with pytest.raises(RuntimeError):
+        with dtype_policy("mixed_bfloat16"):
+            layer = keras.layers.Dense(2)
+            assert layer.compute_dtype == "bfloat16"
+            raise RuntimeError("a failed build")
+    assert keras.config.dtype_policy().name == "float32"
