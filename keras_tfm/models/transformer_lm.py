@@ -170,6 +170,10 @@ class TransformerLM(keras.Model):
         ]
         weights = self.trainable_weights
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if sample_weight is not None and k > 1:
+            # The whole batch's weight, which each part's loss is weighed
+            # against below; summed once, not once per part.
+            batch_weight = tf.reduce_sum(tf.cast(sample_weight, "float32"))
         total = None
         for x_i, y_i, w_i in zip(*parts):
             with tf.GradientTape() as tape:
@@ -185,7 +189,7 @@ class TransformerLM(keras.Model):
                     # parts is the whole batch's mean.
                     loss = loss * tf.math.divide_no_nan(
                         k * tf.reduce_sum(tf.cast(w_i, loss.dtype)),
-                        tf.reduce_sum(tf.cast(sample_weight, loss.dtype)),
+                        tf.cast(batch_weight, loss.dtype),
                     )
                 # Keras scales the loss by 1 / replicas for the all-reduce
                 # sum; the tracker wants the unscaled value.
