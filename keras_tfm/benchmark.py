@@ -19,6 +19,10 @@ a ratio of medians:
   matmuls) + 12 x layers x hidden x sequence (attention); MFU against the
   best matmul this run measures in the precision the model computes in
   (2048 x 2048, the better of XLA's and TensorFlow's oneDNN kernel);
+- kernels: the rate of the model's own dense matmuls, forward and
+  backward, at the size keras-tfm's step runs them, under XLA, oneDNN and
+  (with `--pytorch-reference`) PyTorch: the part of a gap between
+  frameworks that is the matmul library's (`keras_tfm.matmuls`);
 - input: the time to fetch a batch from the tf.data pipeline, as a share
   of the step;
 - inference: tokens per second of `generate` with the KV cache against
@@ -42,6 +46,9 @@ from keras_tfm import corpus
 from keras_tfm import data
 from keras_tfm import generation
 from keras_tfm import tokenizers
+from keras_tfm.matmuls import matmul_peaks
+from keras_tfm.matmuls import model_matmul_rates
+from keras_tfm.matmuls import model_matmul_shapes
 from keras_tfm.training.config import make_config
 from keras_tfm.training.strategy import autoclustering_active
 from keras_tfm.training.strategy import resolve_batch_splits
@@ -54,36 +61,6 @@ SHAKESPEARE = os.path.join(
     os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data",
     "tinyshakespeare", "input.txt",
 )
-
-
-def matmul_peaks(size=2048, repeats=10, dtype="float32"):
-    """The best matmul rates this machine reaches, in GFLOP/s.
-
-    Both of TensorFlow's matmuls are timed, because either can be the
-    faster one: XLA's (Eigen) and the graph-mode kernel (oneDNN). On an
-    Intel Xeon with AVX-512 here, oneDNN ran fp32 2048^2 at ~170 GFLOP/s
-    against XLA's ~130, and bfloat16 (on AMX) at ~420 against XLA's ~140;
-    MFU is taken against the better of the two.
-    """
-    a = tf.cast(tf.random.normal((size, size)), dtype)
-    b = tf.cast(tf.random.normal((size, size)), dtype)
-    peaks = {}
-    for name, jit_compile in (("xla", True), ("tensorflow", False)):
-        matmul = tf.function(lambda x, y: tf.matmul(x, y),
-                             jit_compile=jit_compile)
-        matmul(a, b).numpy()
-        best = math.inf
-        for _ in range(repeats):
-            start = time.perf_counter()
-            matmul(a, b).numpy()
-            best = min(best, time.perf_counter() - start)
-        peaks[name] = 2 * size**3 / best / 1e9
-    return peaks
-
-
-def matmul_peak_gflops(size=2048, repeats=10, dtype="float32"):
-    """The best matmul rate this machine reaches, in GFLOP/s."""
-    return max(matmul_peaks(size, repeats, dtype).values())
 
 
 def flops_per_token(config, vocabulary_size):
@@ -354,6 +331,19 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
     )
     vocabulary = tokenizers.ByteTokenizer().vocabulary_size
     model_flops = flops_per_token(config, vocabulary)
+    # The tokens one forward pass of keras-tfm's step computes at once.
+    rows = (
+        config.batch_size // models["keras_tfm"].micro_batches
+        * config.sequence_length
+    )
+    matmul_rates = {
+        "rows": rows,
+        "gflops_per_second": model_matmul_rates(
+            model_matmul_shapes(config, vocabulary, rows),
+            repeats=2 if smoke else 5,
+            pytorch=pytorch_reference,
+        ),
+    }
     training = {}
     for name, seconds in times.items():
         summary = _summary(seconds, tokens_per_step)
@@ -381,6 +371,9 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
             "cpus": os.cpu_count(),
             "matmul_peak_gflops": peak,
             "matmul_peak_gflops_by_backend": peaks,
+            # The model's own dense matmuls (forward and backward) at the
+            # size keras-tfm's step runs them, in float32, by library.
+            "matmul_gflops_at_model_shapes": matmul_rates,
         },
         "settings": {
             "xla": jit_compile,
@@ -465,6 +458,15 @@ def format_results(results):
     )
     lines.append(f"model FLOPs/token {results['flops_per_token']:,} "
                  f"({results['flops_formula']})")
+    shapes = results["machine"]["matmul_gflops_at_model_shapes"]
+    lines.append(
+        "the model's dense matmuls, forward and backward, "
+        f"{shapes['rows']} rows (GFLOP/s): "
+        + ", ".join(
+            f"{name} {value:.0f}"
+            for name, value in shapes["gflops_per_second"].items()
+        )
+    )
     lines.append(f"{'model':>18} {'median ms':>10} {'p10':>8} {'p90':>8} "
                  f"{'tokens/s':>10} {'GFLOP/s':>8} {'MFU':>6}")
     for name, t in training.items():

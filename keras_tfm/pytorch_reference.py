@@ -90,6 +90,28 @@ class NanoGPTTrainer:
         return self._torch.__version__
 
 
+def matmul_products(xs, w, dys):
+    """A function that runs a linear layer's three matmuls in PyTorch.
+
+    For each `x` (rows, in) and `dy` (rows, out) array, with the weight `w`
+    (in, out) stored (out, in) as `torch.nn.Linear` stores it: the products
+    its forward and backward compute (`keras_tfm.matmuls` times
+    TensorFlow's the same way).
+    """
+    torch = import_torch()
+    xs = [torch.from_numpy(x) for x in xs]
+    dys = [torch.from_numpy(dy) for dy in dys]
+    weight = torch.from_numpy(w).t().contiguous()  # (out, in)
+
+    def run():
+        for x, dy in zip(xs, dys):
+            torch.nn.functional.linear(x, weight)  # (rows, out)
+            dy @ weight  # d/dx: (rows, in)
+            dy.t() @ x  # d/dweight: (out, in)
+
+    return run
+
+
 def _gpt(torch, config, vocabulary_size):
     """nanoGPT's GPT, built inside a function so torch stays optional."""
     nn = torch.nn

@@ -3,7 +3,10 @@
 import json
 import math
 
+from keras_tfm.benchmark import flops_per_token
 from keras_tfm.cli import main
+from keras_tfm.matmuls import model_matmul_shapes
+from keras_tfm.training.config import make_config
 
 
 def test_benchmark_smoke(tmp_path, capsys):
@@ -24,6 +27,12 @@ def test_benchmark_smoke(tmp_path, capsys):
     peaks = results["machine"]["matmul_peak_gflops_by_backend"]
     assert set(peaks) == {"xla", "tensorflow"} and min(peaks.values()) > 0
     assert results["machine"]["matmul_peak_gflops"] == max(peaks.values())
+    # The model's own matmuls at the rows one forward pass computes (the
+    # smoke config: batch 2 split in 2, sequence 16).
+    shapes = results["machine"]["matmul_gflops_at_model_shapes"]
+    assert shapes["rows"] == 1 * 16
+    assert set(shapes["gflops_per_second"]) == {"xla", "tensorflow"}
+    assert min(shapes["gflops_per_second"].values()) > 0
     per_step = results["per_step_ratio_vs_keras_hub"]
     assert 0 < per_step["p25"] <= per_step["median"] <= per_step["p75"]
     assert 0 <= per_step["faster_steps"] <= 1
@@ -66,3 +75,15 @@ def test_benchmark_smoke_bfloat16_autocluster(capsys):
     assert {"tensorflow_bfloat16", "xla_bfloat16"} <= set(peaks)
     for t in results["training"].values():
         assert 0 < t["mfu"] < 1
+
+
+def test_model_matmul_shapes_are_the_flop_counts_matmuls():
+    # The shapes whose rates the benchmark reports are the matmuls the
+    # FLOP count counts: 6 x matmul parameters per token, the rest being
+    # attention's 12 x layers x hidden x sequence.
+    config = make_config("nano")
+    shapes = model_matmul_shapes(config, 259, rows=384)
+    assert all(rows == 384 for rows, _, _, _ in shapes)
+    matmul_flops = sum(6 * k * n * count for _, k, n, count in shapes)
+    attention = 12 * config.num_layers * config.hidden_dim * 64
+    assert matmul_flops + attention == flops_per_token(config, 259)

@@ -87,6 +87,9 @@ def test_benchmark_smoke_with_the_pytorch_reference(capsys):
     assert 0 < speedup["p25"] <= speedup["median"] <= speedup["p75"]
     assert results["settings"]["pytorch_threads"] >= 1
     assert results["settings"]["pytorch_version"]
+    rates = results["machine"]["matmul_gflops_at_model_shapes"]
+    assert set(rates["gflops_per_second"]) == {"xla", "tensorflow", "pytorch"}
+    assert min(rates["gflops_per_second"].values()) > 0
 
 
 def test_without_pytorch_the_flag_is_one_line_error(monkeypatch, capsys):
