@@ -38,6 +38,27 @@ def test_logits_shape_and_save_round_trip(position_embedding, tmp_path):
     np.testing.assert_allclose(loaded(x), logits, atol=1e-6)
 
 
+def test_saved_model_loads_in_the_global_precision(tmp_path):
+    # model.keras holds float32 weights and no precision: a model trained
+    # in mixed_bfloat16 loads in Keras' global policy, float32 unless the
+    # caller sets another before loading (the README says so).
+    from keras_tfm.training.train import dtype_policy
+
+    with dtype_policy("mixed_bfloat16"):
+        model = CausalLM(**KWARGS)
+    assert model.encoder.compute_dtype == "bfloat16"
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, compile=False)
+    assert loaded.encoder.compute_dtype == "float32"
+    with dtype_policy("mixed_bfloat16"):
+        loaded = keras.models.load_model(path, compile=False)
+    assert loaded.encoder.compute_dtype == "bfloat16"
+    assert loaded.encoder.variable_dtype == "float32"
+    x = token_ids()
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
 def test_config_round_trip():
     model = CausalLM(dropout=0.1, tie_embeddings=False, **KWARGS)
     clone = CausalLM.from_config(model.get_config())
