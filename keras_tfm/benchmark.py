@@ -46,6 +46,7 @@ from keras_tfm import corpus
 from keras_tfm import data
 from keras_tfm import generation
 from keras_tfm import tokenizers
+from keras_tfm.errors import UserError
 from keras_tfm.matmuls import matmul_peaks
 from keras_tfm.matmuls import model_matmul_rates
 from keras_tfm.matmuls import model_matmul_shapes
@@ -298,8 +299,12 @@ def plot_scaling(rows, path):
 
 
 def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
-                  texts=None, pytorch_reference=False):
-    """Measures everything above; returns a dict (the `--json` output)."""
+                  texts=None, pytorch_reference=False, scaling=True):
+    """Measures everything above; returns a dict (the `--json` output).
+
+    `scaling=False` skips the scaling table (`results["scaling"]` is then
+    empty), which at large batches takes most of the run.
+    """
     if pytorch_reference:
         from keras_tfm.pytorch_reference import import_torch
 
@@ -430,11 +435,13 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
             else time_generation(config, contexts)
         ),
     }
-    lengths = [16, 32] if smoke else [64, 128, 256, 512, 1024]
-    widths = [32, 64] if smoke else [64, 128, 256, 512]
-    results["scaling"] = time_scaling(
-        config, texts, lengths, widths, 2 if smoke else 5, jit_compile
-    )
+    results["scaling"] = []
+    if scaling:
+        lengths = [16, 32] if smoke else [64, 128, 256, 512, 1024]
+        widths = [32, 64] if smoke else [64, 128, 256, 512]
+        results["scaling"] = time_scaling(
+            config, texts, lengths, widths, 2 if smoke else 5, jit_compile
+        )
     if plot_path:
         plot_scaling(results["scaling"], plot_path)
         results["scaling_plot"] = plot_path
@@ -507,8 +514,9 @@ def format_results(results):
             f"tokens/s with the cache, {g['recompute_tokens_per_second']:.0f} "
             f"recomputing ({g['speedup']:.1f}x)"
         )
-    lines.append(f"{'vary':>16} {'seq':>6} {'width':>6} {'step ms':>9} "
-                 f"{'FLOPs/token':>12}")
+    if results["scaling"]:
+        lines.append(f"{'vary':>16} {'seq':>6} {'width':>6} {'step ms':>9} "
+                     f"{'FLOPs/token':>12}")
     for row in results["scaling"]:
         lines.append(
             f"{row['vary']:>16} {row['sequence_length']:>6} "
@@ -521,6 +529,11 @@ def format_results(results):
 
 
 def main_benchmark(args):
+    if args.plot and args.no_scaling:
+        raise UserError(
+            "--plot draws the scaling table, which --no-scaling skips: "
+            "drop one of the two."
+        )
     overrides = {
         "batch_size": args.batch_size or None,
         "precision": args.precision,
@@ -541,6 +554,7 @@ def main_benchmark(args):
         smoke=args.smoke,
         plot_path=args.plot,
         pytorch_reference=args.pytorch_reference,
+        scaling=not args.no_scaling,
     )
     print(json.dumps(results) if args.json else format_results(results))
     return results

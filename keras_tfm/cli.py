@@ -151,6 +151,9 @@ def build_parser():
         "eager, as its CPU recipe runs), interleaved; needs torch",
     )
     benchmark.add_argument("--plot", help="write the scaling plot to this PNG")
+    benchmark.add_argument("--no-scaling", action="store_true",
+                           help="skip the scaling table (most of the run "
+                           "at large batches)")
     benchmark.add_argument("--json", action="store_true",
                            help="print one JSON object")
     benchmark.add_argument("--smoke", action="store_true",

@@ -4,6 +4,7 @@ import json
 import math
 
 from keras_tfm.benchmark import flops_per_token
+from keras_tfm.benchmark import format_results
 from keras_tfm.cli import main
 from keras_tfm.matmuls import model_matmul_shapes
 from keras_tfm.training.config import make_config
@@ -59,9 +60,14 @@ def test_benchmark_smoke(tmp_path, capsys):
 
 def test_benchmark_smoke_bfloat16_autocluster(capsys):
     code = main(["benchmark", "--smoke", "--json", "--precision",
-                 "mixed_bfloat16", "--jit-compile", "autocluster"])
+                 "mixed_bfloat16", "--jit-compile", "autocluster",
+                 "--no-scaling"])
     assert code == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # --no-scaling leaves the table out of the results and the report.
+    assert results["scaling"] == []
+    report = format_results(results)
+    assert "FLOPs/token" in report and "vary" not in report
     assert results["settings"]["precision"] == "mixed_bfloat16"
     assert results["settings"]["jit_compile"] == "autocluster"
     # The settings' own gain is measured against float32 with XLA, and
@@ -87,3 +93,12 @@ def test_model_matmul_shapes_are_the_flop_counts_matmuls():
     matmul_flops = sum(6 * k * n * count for _, k, n, count in shapes)
     attention = 12 * config.num_layers * config.hidden_dim * 64
     assert matmul_flops + attention == flops_per_token(config, 259)
+
+
+def test_plot_without_scaling_is_a_one_line_error(tmp_path, capsys):
+    plot = tmp_path / "scaling.png"
+    code = main(["benchmark", "--smoke", "--no-scaling", "--plot", str(plot)])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--no-scaling" in lines[0]
+    assert not plot.exists()
