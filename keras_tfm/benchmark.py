@@ -66,10 +66,18 @@ SHAKESPEARE = os.path.join(
 
 def flops_per_token(config, vocabulary_size):
     """6 x matmul parameters + 12 x layers x hidden x sequence (PaLM)."""
-    d, f, n = config.hidden_dim, config.intermediate_dim, config.num_layers
-    per_layer = 4 * d * d + 2 * d * f  # QKV + output, and the MLP
-    head = d * vocabulary_size  # the (tied) output projection
-    return 6 * (n * per_layer + head) + 12 * n * d * config.sequence_length
+    # The matmul parameters are the dense layers' weights, one row's worth
+    # of the shapes whose rates the benchmark also measures.
+    matmul_parameters = sum(
+        inputs * outputs * count
+        for _, inputs, outputs, count in model_matmul_shapes(
+            config, vocabulary_size, rows=1
+        )
+    )
+    attention = 12 * config.num_layers * config.hidden_dim * (
+        config.sequence_length
+    )
+    return 6 * matmul_parameters + attention
 
 
 def keras_hub_reference(config, vocabulary_size):

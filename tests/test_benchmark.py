@@ -93,6 +93,11 @@ def test_model_matmul_shapes_are_the_flop_counts_matmuls():
     matmul_flops = sum(6 * k * n * count for _, k, n, count in shapes)
     attention = 12 * config.num_layers * config.hidden_dim * 64
     assert matmul_flops + attention == flops_per_token(config, 259)
+    # Against the closed form: per layer QKV and output (4 d^2) and the
+    # MLP (2 d f), plus the tied head (d x vocabulary).
+    d, f = config.hidden_dim, config.intermediate_dim
+    closed_form = 6 * (4 * (4 * d * d + 2 * d * f) + d * 259) + attention
+    assert flops_per_token(config, 259) == closed_form == 5_310_720
 
 
 def test_plot_without_scaling_is_a_one_line_error(tmp_path, capsys):
