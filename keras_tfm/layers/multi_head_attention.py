@@ -3,6 +3,7 @@ import math
 import keras
 from keras import ops
 
+from keras_tfm.layers.checks import check_heads_divide
 from keras_tfm.layers.initializers import clone_initializer
 from keras_tfm.layers.masks import merge_attention_masks
 from keras_tfm.layers.rotary_embedding import RotaryEmbedding
@@ -100,12 +101,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def build(self, inputs_shape):
         hidden_dim = inputs_shape[-1]
-        if hidden_dim % self.num_heads != 0:
-            raise ValueError(
-                f"hidden_dim ({hidden_dim}) must be divisible by num_heads "
-                f"({self.num_heads}): choose a hidden_dim that is a multiple "
-                "of num_heads."
-            )
+        check_heads_divide(hidden_dim, self.num_heads)
         self.hidden_dim = hidden_dim
         self.head_dim = hidden_dim // self.num_heads
         self.qkv_dense = keras.layers.Dense(

@@ -48,19 +48,22 @@ class SinePositionEncoding(keras.layers.Layer):
     def call(self, inputs, start_index=0):
         shape = ops.shape(inputs)
         sequence_length, hidden_dim = shape[-2], shape[-1]
-        dtype = self.compute_dtype
-        positions = ops.cast(ops.arange(sequence_length) + start_index, dtype)
+        # Positions and angles in float32 whatever the compute dtype: in
+        # bfloat16 an angle near 100 rad rounds in steps of 0.5.
+        positions = ops.cast(
+            ops.arange(sequence_length) + start_index, "float32"
+        )
         # Feature i uses the frequency of its pair 2k = i - i % 2.
-        pair_index = ops.cast(2 * (ops.arange(hidden_dim) // 2), dtype)
+        pair_index = ops.cast(2 * (ops.arange(hidden_dim) // 2), "float32")
         inverse_wavelength = ops.power(
-            ops.cast(self.max_wavelength, dtype),
-            -pair_index / ops.cast(hidden_dim, dtype),
+            ops.cast(self.max_wavelength, "float32"),
+            -pair_index / ops.cast(hidden_dim, "float32"),
         )
         # (sequence_length, hidden_dim)
         angles = positions[:, None] * inverse_wavelength[None, :]
         is_odd = ops.cast(ops.arange(hidden_dim) % 2, "bool")
         encoding = ops.where(is_odd[None, :], ops.cos(angles), ops.sin(angles))
-        return ops.broadcast_to(encoding, shape)
+        return ops.broadcast_to(ops.cast(encoding, self.compute_dtype), shape)
 
     def get_config(self):
         config = super().get_config()

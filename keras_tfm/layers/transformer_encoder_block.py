@@ -1,6 +1,7 @@
 import keras
 
 from keras_tfm.layers.activations import get_activation
+from keras_tfm.layers.checks import check_heads_divide
 from keras_tfm.layers.initializers import clone_initializer
 from keras_tfm.layers.multi_head_attention import MultiHeadAttention
 
@@ -89,12 +90,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
     def build(self, inputs_shape):
         # Infer the hidden size from the input, as keras-hub does.
         hidden_dim = inputs_shape[-1]
-        if hidden_dim % self.num_heads != 0:
-            raise ValueError(
-                f"hidden_dim ({hidden_dim}) must be divisible by num_heads "
-                f"({self.num_heads}): choose a hidden_dim that is a multiple "
-                "of num_heads."
-            )
+        check_heads_divide(hidden_dim, self.num_heads)
         dense_kwargs = dict(
             use_bias=self.use_bias,
             dtype=self.dtype_policy,

@@ -29,10 +29,46 @@ def test_cached_greedy_equals_recomputing(model):
     assert cached == greedy_without_cache(model, prompt, 10)
 
 
+def greedy_sliding_without_cache(model, prompt, steps):
+    # The documented rule, recomputed without the cache: when the context
+    # (16 here) is full, the last half becomes the new prompt (or less, if
+    # fewer tokens remain to generate) and generation continues from it.
+    length = model.max_sequence_length
+    tokens, new = list(prompt), []
+    while len(new) < steps:
+        remaining = steps - len(new)
+        context = tokens[-max(1, length - min(remaining, length // 2)):]
+        for _ in range(min(remaining, length - len(context))):
+            logits = model(np.array([context], "int32"))[0, -1]
+            context.append(int(np.argmax(logits)))
+            tokens.append(context[-1])
+            new.append(context[-1])
+    return new
+
+
 def test_long_generation_slides_the_window(model):
+    # 40 tokens from a 16-token context: three refills of the window.
     ids = generation.generate_ids(model, [5, 6], 40)
-    assert len(ids) == 40
-    assert all(0 <= i < 260 for i in ids)
+    assert ids == greedy_sliding_without_cache(model, [5, 6], 40)
+
+
+def test_a_generated_model_can_be_freed():
+    # The compiled greedy loop is kept per model; it must not keep the
+    # model (and itself) alive once the caller lets go of it.
+    import gc
+
+    from keras_tfm.generation import causal
+
+    small = CausalLM(
+        vocabulary_size=20, num_layers=1, num_heads=2, hidden_dim=8,
+        intermediate_dim=16, max_sequence_length=8,
+    )
+    before = len(causal._GREEDY)
+    generation.generate_ids(small, [1, 2], 3)
+    assert len(causal._GREEDY) == before + 1
+    del small
+    gc.collect()
+    assert len(causal._GREEDY) == before
 
 
 def test_sampling_is_reproducible_with_a_seed(model):

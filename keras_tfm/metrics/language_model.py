@@ -1,10 +1,7 @@
 """Loss, perplexity and bits per byte of a language model on token windows.
 
-Bits per byte make models with different tokenizers comparable: the total
-information the model needs to code the text, divided by the text's UTF-8
-size. A `[UNK]` target is charged its cross-entropy plus 8 bits for every
-byte it hides (a plain byte code for them), so a tokenizer that maps rare
-text to `[UNK]` cannot look better for it.
+See `keras_tfm.metrics.bits_per_byte` for why bits per byte, and how
+`[UNK]` targets are charged.
 """
 
 import math
@@ -12,7 +9,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_tfm.data import make_dataset
+from keras_tfm.data.pipeline import make_dataset
+from keras_tfm.metrics.bits_per_byte import bits_per_byte
 
 
 def _nll_function(model):
@@ -36,7 +34,8 @@ def evaluate_windows(
             logits).
         windows: `keras_tfm.data.Windows`.
         objective: `"causal"` or `"masked"`.
-        tokenizer: the run's tokenizer; needed for `"masked"`.
+        tokenizer: the run's tokenizer: its `[PAD]` and `[UNK]` ids, and the
+            masked LM's masking.
         batch_size: int.
         seed: int. Seeds the masked LM's masks.
 
@@ -46,23 +45,19 @@ def evaluate_windows(
         `unknown_tokens`, `unknown_rate` and `unknown_bytes`.
     """
     token_nll = _nll_function(model)
+    pad_id = tokenizer.pad_id if tokenizer is not None else 0
+    unk_id = tokenizer.unk_id if tokenizer is not None else None
     total_nats, total_tokens = 0.0, 0
     if objective == "causal":
         for start in range(0, len(windows), batch_size):
             batch = windows.tokens[start : start + batch_size]
             nll = token_nll(batch[:, :-1], batch[:, 1:]).numpy()
-            weights = batch[:, 1:] != 0  # [PAD] fills the last window
+            weights = batch[:, 1:] != pad_id  # [PAD] fills the last window
             total_nats += float(nll[weights].sum())
             total_tokens += int(weights.sum())
-        text_bytes = int(windows.target_bytes.sum())
-        unknown_bytes = int(windows.target_unknown_bytes.sum())
-        unknown_tokens = int(
-            (windows.tokens[:, 1:] == tokenizer.unk_id).sum()
-            if tokenizer is not None
-            else 0
-        )
-        bits = total_nats / math.log(2) + 8 * unknown_bytes
-        scored_tokens = total_tokens
+        seen = windows
+        targets = windows.tokens[:, 1:]
+        nats, scored_tokens = total_nats, total_tokens
     else:
         dataset = make_dataset(
             windows,
@@ -73,8 +68,8 @@ def evaluate_windows(
             seed=seed,
         )
         used = 0
-        for inputs, targets, weights in dataset:
-            nll = token_nll(inputs, targets).numpy()
+        for inputs, labels, weights in dataset:
+            nll = token_nll(inputs, labels).numpy()
             weights = weights.numpy()
             total_nats += float((nll * weights).sum())
             total_tokens += int(weights.sum())
@@ -83,20 +78,38 @@ def evaluate_windows(
         # masked-token loss over every token of the windows it saw, as a
         # pseudo bits per byte, comparable between masked LMs only.
         seen = windows.subset(np.arange(used))
-        text_bytes = int(seen.target_bytes.sum())
-        unknown_bytes = int(seen.target_unknown_bytes.sum())
-        unknown_tokens = int((seen.tokens[:, :-1] == tokenizer.unk_id).sum())
-        scored_tokens = seen.tokens[:, :-1].size
-        mean = total_nats / max(1, total_tokens)
-        bits = mean * scored_tokens / math.log(2) + 8 * unknown_bytes
+        targets = seen.tokens[:, :-1]
+        scored_tokens = targets.size
+        nats = total_nats / max(1, total_tokens) * scored_tokens
+    text_bytes = int(seen.target_bytes.sum())
+    unknown_bytes = int(seen.target_unknown_bytes.sum())
+    unknown_tokens = int((targets == unk_id).sum()) if unk_id is not None else 0
     loss = total_nats / max(1, total_tokens)
     return {
         "loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),
-        "bits_per_byte": bits / max(1, text_bytes),
+        "bits_per_byte": bits_per_byte(nats, text_bytes, unknown_bytes),
         "tokens": total_tokens,
         "bytes": text_bytes,
         "unknown_tokens": unknown_tokens,
         "unknown_rate": unknown_tokens / max(1, scored_tokens),
         "unknown_bytes": unknown_bytes,
     }
+
+
+def unigram_bits_per_byte(train, validation, vocabulary_size):
+    """Bits per byte of validation targets under train-set token counts.
+
+    The baseline a language model must beat: each token coded by its
+    add-one-smoothed frequency, ignoring all context.
+    """
+    counts = np.bincount(
+        train.tokens[:, 1:].ravel(), minlength=vocabulary_size
+    ).astype(np.float64)
+    log_probability = np.log((counts + 1) / (counts.sum() + vocabulary_size))
+    nats = -log_probability[validation.tokens[:, 1:]].sum()
+    return bits_per_byte(
+        nats,
+        int(validation.target_bytes.sum()),
+        int(validation.target_unknown_bytes.sum()),
+    )

@@ -9,40 +9,20 @@ sequence. The loop runs compiled in a `tf.function`.
 
 import weakref
 
-import keras_hub
 import tensorflow as tf
 
-from keras_tfm.errors import UserError
-
-
-def make_sampler(temperature=1.0, top_k=None, top_p=None, seed=None):
-    """A keras-hub sampler for the given settings.
-
-    `temperature=0` is greedy decoding (argmax). Otherwise logits are
-    divided by `temperature`, then restricted to the `top_k` most likely
-    tokens and/or the smallest set whose probability reaches `top_p`, then
-    sampled; `seed` makes the draw reproducible.
-    """
-    if temperature < 0:
-        raise UserError("temperature must be >= 0 (0 means greedy).")
-    if top_k is not None and top_k < 1:
-        raise UserError("top_k must be a positive integer.")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise UserError("top_p must be in (0, 1].")
-    samplers = keras_hub.samplers
-    if temperature == 0:
-        return samplers.GreedySampler()
-    if top_p is not None:
-        return samplers.TopPSampler(
-            p=top_p, k=top_k, seed=seed, temperature=temperature
-        )
-    if top_k is not None:
-        return samplers.TopKSampler(k=top_k, seed=seed, temperature=temperature)
-    return samplers.RandomSampler(seed=seed, temperature=temperature)
+from keras_tfm.generation.samplers import make_sampler
 
 
 def _compile_generate(model, sampler):
+    # The compiled loop refers to the model weakly: `_GREEDY` keeps it per
+    # model, and a strong reference from the value would keep every model
+    # (and its entry) alive forever.
+    model_ref = weakref.ref(model)
+    del model
+
     def next_logits(prompt, cache, index):
+        model = model_ref()
         # Feed the token at index - 1; its logits predict position index.
         token = prompt[:, index - 1 : index]
         logits, hidden, cache = model.call_with_cache(token, cache, index - 1)
@@ -55,6 +35,7 @@ def _compile_generate(model, sampler):
         ]
     )
     def generate(buffer, prompt_length):
+        model = model_ref()
         # buffer: (batch, prompt_length + new_tokens), the prompt first.
         batch_size = tf.shape(buffer)[0]
         # Prefill: one pass over the prompt fills the cache for all of it.

@@ -3,6 +3,8 @@
 import glob
 import os
 
+from keras_tfm.errors import UserError
+
 
 def default_corpus():
     """The documentation topics shipped with every Python install.
@@ -23,8 +25,6 @@ def default_corpus():
 
 def expand_patterns(patterns):
     """Files named by paths or globs, in order, each once."""
-    from keras_tfm.errors import UserError
-
     paths = []
     for pattern in patterns:
         if glob.has_magic(pattern):
@@ -51,8 +51,6 @@ def expand_patterns(patterns):
 
 def read_text_file(path):
     """A file's text; a clear error for empty or non-UTF-8 files."""
-    from keras_tfm.errors import UserError
-
     with open(path, "rb") as f:
         data = f.read()
     try:

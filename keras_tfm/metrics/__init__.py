@@ -1,0 +1,5 @@
+"""The figures keras-tfm reports, each computed one way."""
+
+from keras_tfm.metrics.bits_per_byte import bits_per_byte
+from keras_tfm.metrics.language_model import evaluate_windows
+from keras_tfm.metrics.language_model import unigram_bits_per_byte
