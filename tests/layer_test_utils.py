@@ -69,25 +69,3 @@ def run_layer_test(
         for b, a in zip(before, after):
             assert not np.allclose(b, a), "a trainable weight did not change"
     return layer
-
-
-def assert_micro_batches_match_the_whole_batch(
-    build_model, micro_batches, x, y, sample_weight=None
-):
-    """One SGD step on the whole batch split into `micro_batches` parts
-    gives the loss and weights of the same step unsplit."""
-
-    def one_step(parts):
-        keras.utils.set_random_seed(3)
-        model = build_model()
-        model.micro_batches = parts
-        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
-        history = model.fit(x, y, sample_weight=sample_weight,
-                            batch_size=len(x), epochs=1, verbose=0)
-        return history.history["loss"][0], model.get_weights()
-
-    loss_whole, weights_whole = one_step(1)
-    loss_split, weights_split = one_step(micro_batches)
-    np.testing.assert_allclose(loss_split, loss_whole, rtol=1e-6)
-    for a, b in zip(weights_whole, weights_split):
-        np.testing.assert_allclose(a, b, atol=1e-6)

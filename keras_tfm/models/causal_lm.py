@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_tfm.models import transformer_lm
 from keras_tfm.models.metrics import default_metrics
 from keras_tfm.models.transformer_lm import TransformerLM
 from keras_tfm.models.transformer_lm import token_logits
@@ -14,7 +15,7 @@ class CausalLM(TransformerLM):
     logits `(batch_size, sequence_length, vocabulary_size)`: position `t`
     predicts token `t + 1` and sees only tokens `<= t`. Train it with
     `fit` on `(token_ids, next_token_ids)` pairs, as
-    `keras_tfm.data.causal_lm_dataset` yields them; generate with
+    `keras_tfm.data.make_dataset` yields them; generate with
     `keras_tfm.generation.generate`, which uses `call_with_cache`.
 
     Args:
@@ -48,7 +49,8 @@ class CausalLM(TransformerLM):
         intermediate_dim=64, max_sequence_length=64,
     )
     model.compile()  # AdamW, cross-entropy from logits, perplexity
-    model.fit(keras_tfm.data.causal_lm_dataset(...), epochs=1)
+    model.fit(keras_tfm.data.make_dataset(windows, batch_size=32),
+              steps_per_epoch=100)
     ```
     """
 
@@ -72,22 +74,7 @@ class CausalLM(TransformerLM):
         **kwargs,
     ):
         # The architecture's arguments, shared by layers and config.
-        architecture = dict(
-            vocabulary_size=vocabulary_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            intermediate_dim=intermediate_dim,
-            max_sequence_length=max_sequence_length,
-            dropout=dropout,
-            position_embedding=position_embedding,
-            rotary_max_wavelength=rotary_max_wavelength,
-            layer_norm_epsilon=layer_norm_epsilon,
-            normalize_first=normalize_first,
-            tie_embeddings=tie_embeddings,
-            use_bias=use_bias,
-            activation=activation,
-        )
+        architecture = transformer_lm.architecture(locals())
 
         # === Layers ===
         self._build_layers(**architecture, dtype=dtype)

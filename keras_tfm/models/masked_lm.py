@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_tfm.layers.activations import get_activation
+from keras_tfm.models import transformer_lm
 from keras_tfm.models.metrics import default_metrics
 from keras_tfm.models.transformer_lm import TransformerLM
 from keras_tfm.models.transformer_lm import lm_initializer
@@ -50,22 +51,7 @@ class MaskedLM(TransformerLM):
         **kwargs,
     ):
         # The architecture's arguments, shared by layers and config.
-        architecture = dict(
-            vocabulary_size=vocabulary_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            intermediate_dim=intermediate_dim,
-            max_sequence_length=max_sequence_length,
-            dropout=dropout,
-            position_embedding=position_embedding,
-            rotary_max_wavelength=rotary_max_wavelength,
-            layer_norm_epsilon=layer_norm_epsilon,
-            normalize_first=normalize_first,
-            tie_embeddings=tie_embeddings,
-            use_bias=use_bias,
-            activation=activation,
-        )
+        architecture = transformer_lm.architecture(locals())
 
         # === Layers ===
         self._build_layers(**architecture, dtype=dtype)

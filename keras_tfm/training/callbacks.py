@@ -1,12 +1,11 @@
-"""Callbacks of the pre-training loop."""
+"""The per-step duties of the training loop, as one Keras callback."""
 
 import math
 import signal
 import time
 
 import keras
-
-from keras_tfm.training import checkpoints
+import numpy as np
 
 
 def current_step(model):
@@ -14,78 +13,104 @@ def current_step(model):
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
+def scalar(value):
+    """A log value (a scalar, or shape (1,) under multi-worker) as float."""
+    return float(np.asarray(value).reshape(-1)[0])
+
+
+class SigtermFlag:
+    """Records a SIGTERM instead of dying of it, while installed.
+
+    Cloud schedulers send SIGTERM before preempting a machine; the loop
+    checks the flag at step boundaries, checkpoints and stops.
+    """
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            self.received = True
+
+        self._previous = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
 class StepMonitor(keras.callbacks.Callback):
-    """Per-step duties: NaN guard, periodic checkpoints, SIGTERM.
+    """Per optimizer step: NaN guard, timing, checkpoints, SIGTERM.
+
+    Keras calls back after every call of the train function; with gradient
+    accumulation several calls make one optimizer step, so the duties below
+    run when the optimizer's step advances.
 
     - A NaN or Inf loss stops training at once, before any checkpoint of
       the broken state is written (`self.diverged_at` names the step).
-    - Every `checkpoint_every` steps a checkpoint is written (or, on a
-      non-chief worker, into its scratch directory).
-    - On SIGTERM, as cloud schedulers send before preempting, the current
-      step is checkpointed and training stops (`self.preempted`).
+    - Training time counts between consecutive step ends, so each `fit`
+      call's first step (tracing and XLA compilation) is left out and
+      timed on its own (`state.first_step_seconds`, the run's first).
+    - Every `checkpoint_every` steps, `save(step, interval_loss)` writes a
+      checkpoint; on SIGTERM the current step is saved and training stops
+      (`self.preempted`).
+
+    Args:
+        state: the loop's `LoopState`, updated in place.
+        save: `save(step)`: writes a checkpoint of the current state.
+        checkpoint_every: int, 0 for none.
+        sigterm: a `SigtermFlag`.
     """
 
-    def __init__(self, checkpoint_dir, checkpoint_every, verbose=True):
+    def __init__(self, state, save, checkpoint_every, sigterm):
         super().__init__()
-        self.checkpoint_dir = checkpoint_dir
+        self.state = state
+        self.save = save
         self.checkpoint_every = checkpoint_every
-        self.verbose = verbose
+        self.sigterm = sigterm
         self.diverged_at = None
         self.preempted = False
-        self.last_checkpoint = None
-        self._sigterm = False
 
-    def install_sigterm_handler(self):
-        """Returns the previous handler, to restore after training."""
+    def on_train_begin(self, logs=None):
+        self.fit_start_step = current_step(self.model)
+        self.last_step = self.fit_start_step
+        # Mean train loss over this fit call's steps so far.
+        self.fit_loss = 0.0
+        self._begin = time.perf_counter()
+        self._last_end = None
 
-        def handler(signum, frame):
-            self._sigterm = True
+    @property
+    def fit_steps(self):
+        return self.last_step - self.fit_start_step
 
-        return signal.signal(signal.SIGTERM, handler)
-
-    def save(self, step):
-        checkpoints.save(self.model, self.checkpoint_dir, step)
-        self.last_checkpoint = step
-        if self.verbose:
-            # A newline first: Keras' progress bar may hold the line.
-            print(f"\ncheckpoint saved at step {step}", flush=True)
+    def interval_loss_sum(self):
+        """Sum of the train losses since the last evaluation row."""
+        return self.state.interval_loss_sum + self.fit_loss * self.fit_steps
 
     def on_train_batch_end(self, batch, logs=None):
-        step = current_step(self.model)
-        loss = float((logs or {}).get("loss", 0.0))
+        loss = scalar((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
-            self.diverged_at = step
+            self.diverged_at = current_step(self.model)
+            self.diverged_loss = loss
             self.model.stop_training = True
             return
-        if self._sigterm:
+        step = current_step(self.model)
+        if step == self.last_step:
+            return  # an accumulating call: the optimizer step is not done
+        now = time.perf_counter()
+        if self._last_end is None:
+            if self.state.first_step_seconds is None:
+                self.state.first_step_seconds = now - self._begin
+        else:
+            self.state.train_seconds += now - self._last_end
+            self.state.timed_steps += step - self.last_step
+        self._last_end = now
+        self.last_step = step
+        self.fit_loss = loss
+        if self.sigterm.received:
             self.save(step)
             self.preempted = True
             self.model.stop_training = True
         elif self.checkpoint_every and step % self.checkpoint_every == 0:
             self.save(step)
-
-
-class Throughput(keras.callbacks.Callback):
-    """Training time and steps, between consecutive step ends: without
-    each `fit` call's first step (tracing and XLA compilation happen there)
-    and without validation, which runs between `fit` calls."""
-
-    def __init__(self):
-        super().__init__()
-        self.train_seconds = 0.0
-        self.timed_steps = 0
-        self.first_step_seconds = None
-
-    def on_train_begin(self, logs=None):
-        self._begin = time.perf_counter()
-        self._last = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
-        if self._last is None:
-            if self.first_step_seconds is None:
-                self.first_step_seconds = now - self._begin
-        else:
-            self.train_seconds += now - self._last
-            self.timed_steps += 1
-        self._last = now

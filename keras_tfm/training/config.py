@@ -1,13 +1,35 @@
-"""The pre-training config: one frozen dataclass, named JSON presets."""
+"""The pre-training config: one frozen dataclass, named JSON presets.
+
+Each field carries its one-line help (`metadata["help"]`), which the
+command line shows with the default and the choices; the comments above
+the fields say why the defaults are what they are.
+"""
 
 import dataclasses
-import json
+import math
 import os
 
+from keras_tfm import files
 from keras_tfm.errors import ConfigError
 from keras_tfm.errors import UserError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+
+TOKENIZERS = ("byte", "wordpiece")
+OBJECTIVES = ("causal", "masked")
+POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary")
+JIT_COMPILE = ("auto", "true", "false", "autocluster")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PACKINGS = ("concat", "documents")
+
+
+def field(default, help, choices=None):
+    """A config field with its help text (and choices) for the CLI."""
+    metadata = {"help": help}
+    if choices:
+        metadata["choices"] = choices
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,114 +45,118 @@ class TrainConfig:
     """
 
     # --- Data ---
-    # Text files or globs (UTF-8). Empty: Python's own pydoc_data topics.
-    data: tuple = ()
-    # Share of the corpus (in blocks of consecutive windows) held out.
-    validation_fraction: float = 0.1
-    # "byte" (260 ids, no training, nothing unknown) or "wordpiece".
-    tokenizer: str = "byte"
-    # Target WordPiece vocabulary size, special tokens included.
-    vocabulary_size: int = 2000
+    data: tuple = field(
+        (), "text files or globs (UTF-8, .gz too), or a directory written by "
+        "`keras-tfm prepare`; empty: Python's own pydoc_data topics")
+    validation_fraction: float = field(
+        0.1, "share of the corpus (in blocks of consecutive windows) held "
+        "out for validation")
+    tokenizer: str = field(
+        "byte", "byte (260 ids, nothing unknown) or wordpiece (trained on the "
+        "corpus)", TOKENIZERS)
+    vocabulary_size: int = field(
+        2000, "target WordPiece vocabulary size, special tokens included")
+    # Windows of a prepared corpus cross document boundaries ("concat") or
+    # attend within their own document only ("documents").
+    packing: str = field(
+        "concat", "concat: windows run across documents; documents: a token "
+        "attends only within its own document (prepared corpora)", PACKINGS)
 
     # --- Model ---
-    # "causal" (GPT-style next token) or "masked" (BERT-style MLM).
-    objective: str = "causal"
-    # Tokens per training sequence; also the model's max_sequence_length.
-    sequence_length: int = 128
-    # Transformer blocks in the stack.
-    num_layers: int = 4
-    # Attention heads per block; must divide hidden_dim (head size 32).
-    num_heads: int = 4
-    # Width of the residual stream and the token embeddings.
-    hidden_dim: int = 128
-    # Feed-forward width; 4 x hidden_dim as in GPT-2.
-    intermediate_dim: int = 512
-    # Dropout on embeddings, attention and both residual branches. Off by
-    # default: on the small run 0.1 gave 1.82 bits/byte against 1.68 and
-    # cost 40% of the speed (measured, 1500 steps).
-    dropout: float = 0.0
-    # "learned" (GPT-2), "sinusoidal" (Vaswani et al.) or "rotary" (RoPE).
-    position_embedding: str = "learned"
-    # Added to the variance in every layer norm.
-    layer_norm_epsilon: float = 1e-5
-    # Pre-LN blocks: stable at a high learning rate with a short warmup.
-    normalize_first: bool = True
-    # Output projection = transposed token embedding (fewer parameters).
-    tie_embeddings: bool = True
-    # Biases in dense layers and layer norms.
-    use_bias: bool = True
-    # tanh-approximate GELU is cheaper than the exact one under XLA.
-    activation: str = "gelu_approximate"
+    objective: str = field(
+        "causal", "causal (GPT-style next token) or masked (BERT-style MLM)",
+        OBJECTIVES)
+    sequence_length: int = field(
+        128, "tokens per training sequence; the model's max_sequence_length")
+    num_layers: int = field(4, "Transformer blocks")
+    # Head size 32 at the default width.
+    num_heads: int = field(4, "attention heads per block; must divide "
+                           "hidden_dim")
+    hidden_dim: int = field(128, "width of the residual stream and the "
+                            "embeddings")
+    # 4 x hidden_dim, as in GPT-2.
+    intermediate_dim: int = field(512, "feed-forward width")
+    # Off by default: on the small run 0.1 gave 1.82 bits/byte against
+    # 1.68 and cost 40% of the speed (1500 steps).
+    dropout: float = field(0.0, "dropout on embeddings, attention and both "
+                           "residual branches")
+    position_embedding: str = field(
+        "learned", "learned (GPT-2), sinusoidal (Vaswani et al.) or rotary "
+        "(RoPE)", POSITION_EMBEDDINGS)
+    layer_norm_epsilon: float = field(1e-5, "added to the variance in every "
+                                      "layer norm")
+    # Pre-LN is stable at a high learning rate with a short warmup.
+    normalize_first: bool = field(True, "pre-LN blocks (else post-LN)")
+    tie_embeddings: bool = field(True, "output projection = transposed token "
+                                 "embedding")
+    use_bias: bool = field(True, "biases in dense layers and layer norms")
+    # The tanh form is cheaper than the exact GELU under XLA.
+    activation: str = field(
+        "gelu_approximate", "feed-forward activation: gelu_approximate (tanh "
+        "GELU), gelu, relu, silu or any Keras activation name")
 
     # --- Optimization ---
-    # Global batch (sequences per step), split across replicas.
-    batch_size: int = 32
-    # Optimizer steps; the learning-rate schedule spans exactly these.
-    max_steps: int = 1500
-    # Peak learning rate, reached after warmup, then cosine decay.
-    learning_rate: float = 2e-3
-    # Steps of linear warmup from 0 to learning_rate.
-    warmup_steps: int = 100
-    # The cosine decay ends at learning_rate * this.
-    min_learning_rate_ratio: float = 0.1
-    # AdamW's decoupled weight decay; biases and norms are exempt.
-    weight_decay: float = 0.1
-    # Adam's first-moment decay.
-    beta_1: float = 0.9
+    batch_size: int = field(32, "global batch in sequences per optimizer step "
+                            "(per accumulated batch), split across replicas")
+    max_steps: int = field(1500, "optimizer steps; the learning-rate schedule "
+                           "spans exactly these")
+    learning_rate: float = field(2e-3, "peak learning rate, reached after "
+                                 "warmup, then cosine decay")
+    # -1: min(100, max_steps // 10), so a short run gets a short warmup.
+    warmup_steps: int = field(
+        -1, "steps of linear warmup from 0 to learning_rate; -1: "
+        "min(100, max_steps / 10)")
+    min_learning_rate_ratio: float = field(
+        0.1, "the cosine decay ends at learning_rate x this")
+    weight_decay: float = field(0.1, "AdamW's decoupled weight decay (biases "
+                                "and norms exempt)")
+    beta_1: float = field(0.9, "Adam's first-moment decay")
     # 0.99 rather than 0.999: small batches, short runs (as nanoGPT).
-    beta_2: float = 0.99
-    # Clip the global gradient norm to this (0 turns clipping off).
-    clipnorm: float = 1.0
+    beta_2: float = field(0.99, "Adam's second-moment decay")
+    clipnorm: float = field(1.0, "clip the global gradient norm to this; 0 "
+                            "turns clipping off")
 
     # --- Loop ---
-    # Steps between validations (and checkpoints): a Keras "epoch".
-    eval_every: int = 250
-    # Validation batches per periodic evaluation (the final one uses all).
-    eval_batches: int = 20
-    # Seeds weights, dropout, the split, shuffling, masking and the sample.
-    seed: int = 0
-    # "auto": XLA on a single device, off under multi-device strategies
-    # (where Keras cannot compile); "true" / "false" force it.
-    # "autocluster": graph mode with XLA fusing the element-wise and
-    # reduction ops, matmuls left to TensorFlow's oneDNN kernels; with
-    # precision "mixed_bfloat16" on a CPU with AMX (Intel Xeon 4th gen and
-    # later) this trains large models ~1.5x faster than "true".
-    jit_compile: str = "auto"
-    # "auto": MirroredStrategy over all GPUs (or logical CPUs) if there
-    # are several, else one device; "default", "mirrored", "multi_worker"
-    # (MultiWorkerMirroredStrategy from TF_CONFIG) or "tpu".
-    strategy: str = "auto"
-    # Split the host CPU into this many logical devices, so MirroredStrategy
-    # can run without GPUs (0: leave the CPU whole).
-    cpu_devices: int = 0
-    # "float32", "mixed_float16" (GPUs) or "mixed_bfloat16" (TPUs, recent
-    # CPUs): compute in 16 bits, keep weights in float32.
-    precision: str = "float32"
-    # Micro-batches of batch_size summed into one optimizer step: an
-    # effective batch of batch_size x grad_accum_steps with the activation
-    # memory of batch_size.
-    grad_accum_steps: int = 1
-    # Parts each micro-batch is split into inside one compiled step, their
-    # gradients summed (the same update). XLA runs the parts' forward and
-    # backward passes side by side, which keeps both cores of a small CPU
-    # busy while one runs a single-threaded element-wise op: 1.05-1.09x on
-    # two cores (nano, small, compute). 0: auto, 2 for a single-device CPU
-    # run under XLA or autocluster whose micro-batch divides by 2, else 1.
-    batch_splits: int = 0
-    # Steps between checkpoints; 0: at every evaluation (eval_every).
-    checkpoint_every: int = 0
-    # TensorFlow's deterministic ops: bit-identical reruns and resumes.
-    deterministic: bool = False
-    # Where the run directory goes; empty: runs/<preset>-<objective>.
-    output_dir: str = ""
-    # Keras' progress bar: 1 bar, 2 one line per eval, 0 silent.
-    verbose: int = 1
-    # Tokens generated as a sample at the end (0: none).
-    sample_tokens: int = 200
-    # The sample's prompt; empty: the start of a validation sequence.
-    sample_prompt: str = ""
-    # The preset this config came from (informational).
-    preset: str = "small"
+    eval_every: int = field(250, "steps between validations (and "
+                            "checkpoints)")
+    eval_batches: int = field(20, "validation batches per periodic "
+                              "evaluation; the final one uses all")
+    seed: int = field(0, "seeds weights, dropout, the split, shuffling, "
+                      "masking and the sample")
+    # Keras' own "auto" turns XLA off on CPU and under every strategy.
+    jit_compile: str = field(
+        "auto", "auto: XLA on a single device; true/false force it; "
+        "autocluster: XLA fuses element-wise ops, matmuls on oneDNN (for "
+        "mixed_bfloat16 on CPUs with AMX)", JIT_COMPILE)
+    strategy: str = field(
+        "auto", "auto: MirroredStrategy over several GPUs (or logical CPUs), "
+        "else one device; multi_worker reads TF_CONFIG", STRATEGIES)
+    cpu_devices: int = field(0, "split the host CPU into this many logical "
+                             "devices (0: leave it whole)")
+    precision: str = field(
+        "float32", "float32, mixed_float16 (GPUs) or mixed_bfloat16 (TPUs, "
+        "recent CPUs): 16-bit compute, float32 weights", PRECISIONS)
+    # Accumulated across compiled steps: activation memory of one batch.
+    grad_accum_steps: int = field(
+        1, "batches of batch_size whose gradients make one optimizer step")
+    # Two parts keep both cores of a small CPU busy under XLA.
+    batch_splits: int = field(
+        0, "parts each batch is computed in, side by side in one compiled "
+        "step (0: 2 on a single CPU device under XLA, else 1)")
+    checkpoint_every: int = field(0, "steps between checkpoints (0: at every "
+                                  "evaluation)")
+    deterministic: bool = field(False, "TensorFlow's deterministic ops: "
+                                "bit-identical reruns and resumes")
+    output_dir: str = field("", "the run directory (default: runs/<data or "
+                            "preset>-<objective>)")
+    verbose: int = field(1, "1: progress bar, 2: one line per evaluation, 0: "
+                         "silent", (0, 1, 2))
+    sample_tokens: int = field(200, "tokens generated as a sample at the end "
+                               "(0: none)")
+    sample_prompt: str = field("", "the sample's prompt (default: the start "
+                               "of a validation sequence)")
+    preset: str = field("small", "the preset this config came from "
+                        "(informational)")
 
     def __post_init__(self):
         validate(self)
@@ -140,78 +166,138 @@ class TrainConfig:
         config["data"] = list(self.data)
         return config
 
+    def resolved_warmup_steps(self):
+        if self.warmup_steps >= 0:
+            return self.warmup_steps
+        return min(100, self.max_steps // 10)
 
-def _check(condition, message):
+
+def check(condition, message):
     if not condition:
         raise ConfigError(message)
 
 
-def validate(config):
-    """Raises `ConfigError` naming the first value that cannot work."""
-    choices = {
-        "tokenizer": ("byte", "wordpiece"),
-        "objective": ("causal", "masked"),
-        "position_embedding": ("learned", "sinusoidal", "rotary"),
-        "jit_compile": ("auto", "true", "false", "autocluster"),
-        "strategy": ("auto", "default", "mirrored", "multi_worker", "tpu"),
-        "precision": ("float32", "mixed_float16", "mixed_bfloat16"),
-    }
-    for key, allowed in choices.items():
-        value = getattr(config, key)
-        _check(
+def check_choices(config, names):
+    """Every named field holds one of its declared choices."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    for name in names:
+        allowed = fields[name].metadata["choices"]
+        value = getattr(config, name)
+        check(
             value in allowed,
-            f"{key} must be one of {', '.join(allowed)}; got {value!r}.",
+            f"{name} must be one of {', '.join(map(str, allowed))}; got "
+            f"{value!r}.",
         )
-    for key in (
-        "sequence_length",
-        "num_layers",
-        "num_heads",
-        "hidden_dim",
-        "intermediate_dim",
-        "batch_size",
-        "max_steps",
-        "eval_every",
-        "eval_batches",
-        "vocabulary_size",
-        "grad_accum_steps",
-    ):
-        value = getattr(config, key)
-        _check(
+
+
+def check_positive_ints(config, names):
+    for name in names:
+        value = getattr(config, name)
+        check(
             isinstance(value, int) and value > 0,
-            f"{key} must be a positive integer; got {value!r}.",
+            f"{name} must be a positive integer; got {value!r}.",
         )
-    _check(
-        config.hidden_dim % config.num_heads == 0,
-        f"hidden_dim ({config.hidden_dim}) must be divisible by num_heads "
-        f"({config.num_heads}): change --hidden-dim or --num-heads.",
+
+
+def check_non_negative_ints(config, names):
+    for name in names:
+        value = getattr(config, name)
+        check(
+            isinstance(value, int) and value >= 0,
+            f"{name} must be a non-negative integer; got {value!r}.",
+        )
+
+
+def check_optimization(config):
+    """The optimizer and schedule fields every run config shares."""
+    check(
+        math.isfinite(config.learning_rate) and config.learning_rate > 0,
+        f"learning_rate must be a positive number; got {config.learning_rate}.",
     )
-    _check(
+    check(
+        config.warmup_steps == -1
+        or 0 <= config.warmup_steps < config.max_steps,
+        f"warmup_steps ({config.warmup_steps}) must be below max_steps "
+        f"({config.max_steps}) (or -1 for the default): lower "
+        "--warmup-steps.",
+    )
+    check(
+        0.0 <= config.min_learning_rate_ratio <= 1.0,
+        "min_learning_rate_ratio must be in [0, 1]; got "
+        f"{config.min_learning_rate_ratio}.",
+    )
+    check(config.weight_decay >= 0,
+          f"weight_decay must be >= 0; got {config.weight_decay}.")
+    for name in ("beta_1", "beta_2"):
+        value = getattr(config, name)
+        check(0.0 <= value < 1.0, f"{name} must be in [0, 1); got {value}.")
+    check(
+        math.isfinite(config.clipnorm) and config.clipnorm >= 0,
+        f"clipnorm must be >= 0 (0 turns clipping off); got "
+        f"{config.clipnorm}.",
+    )
+
+
+def check_architecture(config):
+    """The model fields: sizes, heads, activation, dropout."""
+    from keras_tfm.layers.activations import get_activation
+    from keras_tfm.layers.checks import check_heads_divide
+
+    try:
+        check_heads_divide(config.hidden_dim, config.num_heads)
+    except ValueError as e:
+        raise ConfigError(
+            f"{e} (change --hidden-dim or --num-heads)"
+        ) from None
+    check(
         config.position_embedding != "rotary"
         or (config.hidden_dim // config.num_heads) % 2 == 0,
         "rotary position embeddings need an even head size "
         "(hidden_dim / num_heads).",
     )
-    _check(
+    check(0.0 <= config.dropout < 1.0,
+          f"dropout must be in [0, 1); got {config.dropout}.")
+    check(config.layer_norm_epsilon > 0,
+          f"layer_norm_epsilon must be positive; got "
+          f"{config.layer_norm_epsilon}.")
+    try:
+        get_activation(config.activation)
+    except ValueError:
+        raise ConfigError(
+            f"unknown activation {config.activation!r}: use "
+            "gelu_approximate, gelu, relu, silu or another Keras activation "
+            "name."
+        ) from None
+
+
+def validate(config):
+    """Raises `ConfigError` naming the first value that cannot work."""
+    check_choices(config, (
+        "tokenizer", "objective", "position_embedding", "jit_compile",
+        "strategy", "precision", "packing", "verbose",
+    ))
+    check_positive_ints(config, (
+        "sequence_length", "num_layers", "num_heads", "hidden_dim",
+        "intermediate_dim", "batch_size", "max_steps", "eval_every",
+        "eval_batches", "vocabulary_size", "grad_accum_steps",
+    ))
+    check_non_negative_ints(config, (
+        "cpu_devices", "checkpoint_every", "sample_tokens", "batch_splits",
+    ))
+    check_architecture(config)
+    check_optimization(config)
+    check(
         0.0 < config.validation_fraction < 1.0,
         "validation_fraction must be between 0 and 1; got "
         f"{config.validation_fraction}.",
     )
-    _check(0.0 <= config.dropout < 1.0, "dropout must be in [0, 1).")
-    for key in ("cpu_devices", "checkpoint_every", "sample_tokens",
-                "batch_splits"):
-        _check(
-            isinstance(getattr(config, key), int) and getattr(config, key) >= 0,
-            f"{key} must be a non-negative integer.",
-        )
-    _check(config.learning_rate > 0, "learning_rate must be positive.")
-    _check(
-        0 <= config.warmup_steps < config.max_steps,
-        f"warmup_steps ({config.warmup_steps}) must be below max_steps "
-        f"({config.max_steps}).",
-    )
-    _check(
+    check(
         config.tokenizer != "wordpiece" or config.vocabulary_size > 10,
         "a WordPiece vocabulary_size must be above 10.",
+    )
+    check(
+        all(isinstance(d, str) and d for d in config.data),
+        "data must be a list of file paths or globs.",
     )
 
 
@@ -234,13 +320,13 @@ RUNTIME_FIELDS = (
 )
 
 
-def differences(saved, config):
-    """Fields, other than `RUNTIME_FIELDS`, where two configs differ."""
+def differences(saved, config, runtime_fields=RUNTIME_FIELDS):
+    """Fields, other than `runtime_fields`, where two configs differ."""
     return [
-        name
-        for name in FIELDS
-        if name not in RUNTIME_FIELDS
-        and getattr(saved, name) != getattr(config, name)
+        f.name
+        for f in dataclasses.fields(config)
+        if f.name not in runtime_fields
+        and getattr(saved, f.name) != getattr(config, f.name)
     ]
 
 
@@ -263,10 +349,11 @@ def read_config_file(name_or_path):
                 f"JSON file or one of {', '.join(preset_names())}."
             )
     try:
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"config file '{path}' is not valid JSON: {e}") from None
+        values = files.read_json(path, "config file")
+    except UnicodeDecodeError:
+        raise UserError(f"config file '{path}' is not UTF-8 JSON.") from None
+    except ValueError as e:
+        raise UserError(f"{e}: fix or replace it.") from None
     if not isinstance(values, dict):
         raise UserError(f"config file '{path}' must hold a JSON object.")
     values.setdefault(
@@ -275,32 +362,40 @@ def read_config_file(name_or_path):
     return values
 
 
-def make_config(config_file=None, **overrides):
-    """Builds a `TrainConfig` from a preset or file plus overrides.
+def make_config(config_file=None, config_class=TrainConfig, **overrides):
+    """Builds a config from a preset or file plus overrides.
 
     Unknown keys, wrong types and values that cannot work raise
     `ConfigError` with the fix.
     """
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
     values = read_config_file(config_file) if config_file else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(values) - set(FIELDS))
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
             f"unknown config key '{unknown[0]}': valid keys are "
-            f"{', '.join(FIELDS)}."
+            f"{', '.join(fields)}."
         )
-    return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    return config_class(
+        **{k: coerce(fields[k], v) for k, v in values.items()}
+    )
 
 
-def _coerce(key, value):
-    kind = FIELDS[key].type
+def coerce(field, value):
+    """`value` as `field`'s type, or `ConfigError` naming the field."""
+    key, kind = field.name, field.type
     if kind is tuple:
         if isinstance(value, str):
             value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list; got {value!r}.")
         return tuple(value)
     if kind is bool and isinstance(value, bool):
         return value
-    if kind is float and isinstance(value, (int, float)):
+    if kind is float and isinstance(value, (int, float)) and not isinstance(
+        value, bool
+    ):
         return float(value)
     if kind is str and isinstance(value, bool):
         return "true" if value else "false"
@@ -310,20 +405,33 @@ def _coerce(key, value):
 
 
 def save_config(config, path):
-    temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(config.to_dict(), f, indent=2)
-    os.replace(temporary, path)
+    files.write_json(path, config.to_dict())
 
 
-def load_run_config(run_dir):
-    """The `TrainConfig` saved in a run directory."""
+def load_run_config(run_dir, config_class=TrainConfig):
+    """The config saved in a run directory.
+
+    Raises:
+        UserError: `config.json` is missing, damaged or no longer valid.
+    """
     path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(path):
         raise UserError(
             f"no config.json in '{run_dir}': point at a run directory "
-            "written by `keras-tfm pretrain`."
+            "written by keras-tfm."
         )
-    with open(path, encoding="utf-8") as f:
-        values = json.load(f)
-    return make_config(**values)
+    try:
+        values = files.read_json(path, "run config")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(
+            f"{e}: the run directory '{run_dir}' is damaged; restore "
+            "config.json or start the run over with --restart."
+        ) from None
+    if not isinstance(values, dict):
+        raise UserError(f"'{path}' does not hold a config object.")
+    try:
+        return make_config(config_class=config_class, **values)
+    except ConfigError as e:
+        raise UserError(
+            f"'{path}' holds a config this version cannot use ({e})"
+        ) from None

@@ -135,9 +135,9 @@ def resolve_jit_compile(setting, strategy):
 
 
 def resolve_batch_splits(config, strategy, jit_compile):
-    """Micro-batches per optimizer step: grad_accum_steps x batch_splits.
+    """The parts each batch is computed in (`batch_splits`, 0 = auto).
 
-    Returns `(micro_batches, batch_splits)`. On a CPU, XLA runs each
+    On a CPU, XLA runs each
     element-wise op (GELU, softmax, the steps of a layer norm) on one
     thread while the other cores wait: in a profile of the nano step on
     two cores, one op ran at a time for ~80% of the step (matmuls spread
@@ -149,7 +149,7 @@ def resolve_batch_splits(config, strategy, jit_compile):
     auto-clustering) whose batch divides by 2, and nothing else.
     """
     replicas = strategy.num_replicas_in_sync
-    # Each replica's share of one of the grad_accum_steps micro-batches.
+    # Each replica's share of one (accumulated) batch.
     micro_batch = config.batch_size // replicas
     splits = config.batch_splits
     if splits == 0:
@@ -170,7 +170,7 @@ def resolve_batch_splits(config, strategy, jit_compile):
             f"batch_splits ({splits}): change --batch-splits or "
             "--batch-size."
         )
-    return config.grad_accum_steps * splits, splits
+    return splits
 
 
 # XLA's auto-clustering of the ops it fuses well (element-wise, reductions,

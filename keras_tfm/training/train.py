@@ -4,86 +4,99 @@ The run directory:
 
     config.json        the resolved TrainConfig
     tokenizer/         the tokenizer (tokenizer.json)
-    checkpoints/       model + optimizer every checkpoint_every steps
+    checkpoints/       weights of model and optimizer, with the loop state
     logs/              TensorBoard (train and validation scalars by step)
     history.csv        one row per evaluation
+    curves.png         train and validation loss, learning rate
     model.keras        the trained model          (written at the end)
     sample.txt         a generated sample          (causal LM)
     metrics.json       final figures; marks the run as finished (last)
 
-Training runs as compiled `model.fit` calls, one per evaluation interval,
-on a data stream that starts at the current step; so a run resumed from a
-checkpoint continues the same stream at the same step, and the learning
-rate schedule (a function of the optimizer's step) continues too.
+The loop itself (intervals, checkpoints, resume, SIGTERM) is
+`keras_tfm.training.loop`; this module decides what is trained on what.
 """
 
-import contextlib
 import os
-import shutil
-import signal
 import sys
-import tempfile
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_tfm import corpus
 from keras_tfm import data
+from keras_tfm import files
 from keras_tfm import generation
 from keras_tfm import models
 from keras_tfm import tokenizers
 from keras_tfm.errors import ConfigError
 from keras_tfm.errors import UserError
-from keras_tfm.evaluation import evaluate_windows
-from keras_tfm.training import checkpoints
-from keras_tfm.training.callbacks import StepMonitor
-from keras_tfm.training.callbacks import Throughput
-from keras_tfm.training.callbacks import current_step
+from keras_tfm.metrics import bits_per_byte
+from keras_tfm.metrics import evaluate_windows
+from keras_tfm.metrics import unigram_bits_per_byte
+from keras_tfm.training.config import TrainConfig
 from keras_tfm.training.config import differences
 from keras_tfm.training.config import load_run_config
 from keras_tfm.training.config import save_config
-from keras_tfm.training.history import History
+from keras_tfm.training.loop import LoopState
+from keras_tfm.training.optimizer import build_optimizer
+from keras_tfm.training.precision import dtype_policy
+from keras_tfm.training.run import RunWriter
 from keras_tfm.training.strategy import autoclustering_active
 from keras_tfm.training.strategy import get_strategy
 from keras_tfm.training.strategy import is_chief
 from keras_tfm.training.strategy import resolve_batch_splits
 from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.strategy import strategy_name
+from keras_tfm.training.training_model import TrainingModel
 
-# What a run writes; --restart removes exactly these, nothing else.
+# What a pre-training run writes; --restart removes exactly these.
 RUN_FILES = (
     "config.json",
     "tokenizer",
     "checkpoints",
     "logs",
     "history.csv",
+    "curves.png",
     "model.keras",
     "sample.txt",
     "metrics.json",
 )
 
+HISTORY_COLUMNS = (
+    "step",
+    "train_loss",
+    "val_loss",
+    "val_perplexity",
+    "val_bits_per_byte",
+    "learning_rate",
+    "tokens_seen",
+    "elapsed_seconds",
+)
 
-class TrainingDiverged(UserError):
-    """The loss became NaN or Inf."""
+
+def data_name(patterns):
+    """A short name for a corpus: a file's stem, a directory's name."""
+    if not patterns:
+        return None
+    first = patterns[0].rstrip("/")
+    if len(patterns) == 1 and not any(c in first for c in "*?["):
+        name = os.path.basename(first)
+        for suffix in (".gz", ".jsonl", ".json", ".txt", ".text"):
+            name = name.removesuffix(suffix)
+        return name or None
+    parent = os.path.basename(os.path.dirname(os.path.abspath(first)))
+    return parent or None
 
 
 def default_output_dir(config):
-    return os.path.join("runs", f"{config.preset}-{config.objective}")
-
-
-def clear_run(run_dir):
-    for name in RUN_FILES:
-        path = os.path.join(run_dir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
+    """`runs/<data>-<objective>` (the data's name, else the preset's)."""
+    name = data_name(config.data) or config.preset
+    return os.path.join("runs", f"{name}-{config.objective}")
 
 
 def find_resume_point(run_dir, config, restart=False, log=print):
-    """Where a run in `run_dir` starts: `None` (step 0) or a checkpoint.
+    """Where a run in `run_dir` starts: `None` (step 0) or a checkpoint
+    `(step, path, state)`.
 
     A finished run is refused unless `restart`; an unfinished one resumes
     from its newest intact checkpoint, if its config matches.
@@ -95,13 +108,7 @@ def find_resume_point(run_dir, config, restart=False, log=print):
             f"'{run_dir}' already holds a finished run: choose another "
             "--output-dir, or pass --restart to replace it."
         )
-    try:
-        saved = load_run_config(run_dir)
-    except ConfigError as e:
-        raise UserError(
-            f"'{run_dir}' holds a run whose config.json cannot be read "
-            f"({e}): pass --restart to start over."
-        ) from None
+    saved = load_run_config(run_dir, type(config))
     changed = differences(saved, config)
     if changed:
         raise UserError(
@@ -109,16 +116,16 @@ def find_resume_point(run_dir, config, restart=False, log=print):
             f"{', '.join(changed)}: rerun with its settings to resume, or "
             "pass --restart to start over."
         )
-    return checkpoints.latest_good(os.path.join(run_dir, "checkpoints"), log)
+    return RunWriter.latest_checkpoint(run_dir, log)
 
 
 def load_texts(config, dataset=None):
     """Documents to train on: `dataset` if given, else `config.data`."""
     if dataset is None:
-        return [text for _, text in corpus.load_corpus(config.data)]
+        return [text for _, text in data.load_corpus(config.data)]
     if isinstance(dataset, tf.data.Dataset):
         dataset = [t.decode("utf-8") for t in dataset.as_numpy_iterator()]
-    texts = [t for t in dataset if t.strip()]
+    texts = [t for t in dataset if isinstance(t, str) and t.strip()]
     if not texts:
         raise UserError("the dataset passed to train() holds no text.")
     return texts
@@ -130,27 +137,9 @@ def build_tokenizer(config, texts):
     return tokenizers.WordPieceTokenizer.train(texts, config.vocabulary_size)
 
 
-@contextlib.contextmanager
-def dtype_policy(precision):
-    """Keras' global dtype policy set to `precision` inside the block only.
-
-    Layers take the global policy when they are created, so a model built
-    inside computes in `precision`; the caller's policy is back afterwards.
-    """
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def build_model(config, vocabulary_size):
+def build_model(config, vocabulary_size, pad_token_id=0):
     """The `CausalLM` or `MaskedLM` a config describes."""
-    model_class = (
-        models.CausalLM if config.objective == "causal" else models.MaskedLM
-    )
-    return model_class(
+    kwargs = dict(
         vocabulary_size=vocabulary_size,
         num_layers=config.num_layers,
         num_heads=config.num_heads,
@@ -165,49 +154,59 @@ def build_model(config, vocabulary_size):
         use_bias=config.use_bias,
         activation=config.activation,
     )
+    if config.objective == "causal":
+        return models.CausalLM(**kwargs)
+    return models.MaskedLM(**kwargs, pad_token_id=pad_token_id)
 
 
-def build_optimizer(config):
-    """AdamW with linear warmup and cosine decay.
-
-    Gradient clipping is the model's (`global_clipnorm`), which clips the
-    all-reduced gradient rather than each replica's share.
-
-    The schedule is a function of the optimizer's step, which counts
-    global steps (one per global batch), whatever the number of replicas.
-    """
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        warmup_target=config.learning_rate,
-        warmup_steps=config.warmup_steps,
-        decay_steps=config.max_steps - config.warmup_steps,
-        alpha=config.min_learning_rate_ratio,
+def build_trainer(config, model, strategy, jit_compile, with_metrics=True):
+    """`model` in a compiled `TrainingModel`, as pre-training trains it
+    (`with_metrics=False`: the loss only, as the benchmark times it)."""
+    batch_splits = resolve_batch_splits(config, strategy, jit_compile)
+    trainer = TrainingModel(
+        model,
+        batch_splits=batch_splits,
+        grad_accum_steps=config.grad_accum_steps,
+        global_clipnorm=config.clipnorm or None,
     )
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule,
-        weight_decay=config.weight_decay,
-        beta_1=config.beta_1,
-        beta_2=config.beta_2,
-        epsilon=1e-8,
+    loss = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="mean_with_sample_weight"
     )
-    # Decay matrices only: biases and layer-norm scales/offsets are exempt.
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return optimizer
+    metric_kwargs = {}
+    if with_metrics:
+        metric_kwargs = (
+            {"metrics": models.default_metrics()}
+            if config.objective == "causal"
+            else {"weighted_metrics": models.default_metrics()}
+        )
+    trainer.compile(
+        optimizer=build_optimizer(config),
+        loss=loss,
+        jit_compile=jit_compile,
+        **metric_kwargs,
+    )
+    # Build the optimizer's slots (and loss scale) now: a resume loads into
+    # them, and the train step reads them.
+    trainer.optimizer.build(trainer.trainable_variables)
+    return trainer
 
 
-def save_model(model, path):
-    """Saves `.keras` under a temporary name first: never half a file."""
-    temporary = os.path.join(os.path.dirname(path), ".partial-model.keras")
-    model.save(temporary)
-    os.replace(temporary, path)
+def check_batch(config, strategy):
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(
+            f"batch_size ({config.batch_size}) must be a multiple of the "
+            f"{replicas} replicas: change --batch-size."
+        )
 
 
-def train(config, strategy=None, dataset=None, overwrite=False, restart=False):
+def train(config, strategy=None, dataset=None, restart=False):
     """Pre-trains a language model as `config` says.
 
     Rerunning an interrupted run with the same config resumes it from its
-    last checkpoint (model, optimizer, step, schedule and data position)
-    and finishes at the same step count.
+    last checkpoint (model, optimizer, step, schedule, data position and
+    the loop's running figures) and finishes with the figures an
+    uninterrupted run reports.
 
     Args:
         config: a `TrainConfig`.
@@ -215,22 +214,30 @@ def train(config, strategy=None, dataset=None, overwrite=False, restart=False):
             `config.strategy`.
         dataset: optional texts to train on instead of `config.data`: a list
             of strings (documents) or a `tf.data.Dataset` of strings.
-        overwrite, restart: discard any earlier run in the output directory
-            and start over (the two are synonyms).
+        restart: discard any earlier run in the output directory and start
+            over.
 
     Returns:
-        The metrics dict written to `metrics.json`, or, for a run stopped by
-        SIGTERM, `{"preempted": True, "steps": ...}`.
+        The metrics dict written to `metrics.json`.
 
     Raises:
         UserError: bad input, or a loss that became NaN or Inf
             (`TrainingDiverged`).
+        Preempted: SIGTERM stopped the run; rerunning resumes it.
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError("train() takes a TrainConfig (see make_config)")
     # The strategy first: MultiWorkerMirroredStrategy must exist before
     # any other TensorFlow op runs.
     strategy = strategy or get_strategy(config.strategy, config.cpu_devices)
+    check_batch(config, strategy)
+    jit_compile = resolve_jit_compile(config.jit_compile, strategy)
+    resolve_batch_splits(config, strategy, jit_compile)  # validates
     chief = is_chief(strategy)
     log = print if chief and config.verbose > 0 else (lambda *a, **k: None)
+    run_dir = config.output_dir or default_output_dir(config)
+    if dataset is None:
+        data.expand_patterns(config.data)  # missing files, before anything
     if config.jit_compile == "autocluster" and not autoclustering_active():
         # Not an error: the run trains, with XLA fusing less.
         print(
@@ -240,78 +247,50 @@ def train(config, strategy=None, dataset=None, overwrite=False, restart=False):
             "without auto-clustering.",
             file=sys.stderr,
         )
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
 
-    run_dir = config.output_dir or default_output_dir(config)
-    restart = restart or overwrite
-    resume = find_resume_point(run_dir, config, restart, log)
-    start_step = resume[0] if resume else 0
-
-    texts = load_texts(config, dataset)
-    if resume:
-        tokenizer = tokenizers.load_tokenizer(os.path.join(run_dir, "tokenizer"))
-    else:
-        tokenizer = build_tokenizer(config, texts)
-    lm_data = data.prepare_lm_data(
-        tokenizer,
-        texts,
-        config.sequence_length,
-        config.validation_fraction,
-        config.seed,
-    )
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ConfigError(
-            f"batch_size ({config.batch_size}) must be a multiple of the "
-            f"{replicas} replicas: change --batch-size."
-        )
-    jit_compile = resolve_jit_compile(config.jit_compile, strategy)
-    micro_batches, _ = resolve_batch_splits(config, strategy, jit_compile)
-
-    # Only the chief writes the run directory; other workers write their
-    # (identical) checkpoints and model to a scratch directory, deleted at
-    # the end, since saving can need every worker.
-    scratch = None if chief else tempfile.mkdtemp(prefix="keras-tfm-worker-")
-    out_dir = run_dir if chief else scratch
-    if chief:
-        if not resume:
-            clear_run(run_dir)
-        os.makedirs(run_dir, exist_ok=True)
-        save_config(config, os.path.join(run_dir, "config.json"))
-        tokenizer.save(os.path.join(run_dir, "tokenizer"))
-
-    try:
-        with dtype_policy(config.precision):
-            with strategy.scope():
-                model = build_model(config, tokenizer.vocabulary_size)
-                model.micro_batches = micro_batches
-                model.global_clipnorm = config.clipnorm or None
-                model.compile(
-                    optimizer=build_optimizer(config), jit_compile=jit_compile
-                )
-                # Build the optimizer's slots (and loss scale) now: a resume
-                # loads into them, and the train step reads them.
-                model.optimizer.build(model.trainable_variables)
-                if resume:
-                    model.load_weights(resume[1])
-            if resume:
-                log(f"resumed from step {start_step}")
-            result = _fit(
-                model, config, tokenizer, lm_data, strategy, out_dir, chief,
-                start_step, log,
+    writer = RunWriter(run_dir, RUN_FILES, chief=chief)
+    with writer:
+        resume = find_resume_point(run_dir, config, restart, log)
+        texts = load_texts(config, dataset)
+        if resume:
+            tokenizer = tokenizers.load_tokenizer(
+                os.path.join(run_dir, "tokenizer")
             )
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return result
+        else:
+            tokenizer = build_tokenizer(config, texts)
+        lm_data = data.prepare_lm_data(
+            tokenizer,
+            texts,
+            config.sequence_length,
+            config.validation_fraction,
+            config.seed,
+        )
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
+        with dtype_policy(config.precision), strategy.scope():
+            model = build_model(config, tokenizer.vocabulary_size,
+                                tokenizer.pad_id)
+            trainer = build_trainer(config, model, strategy, jit_compile)
+        # Everything is validated: from here on the run directory changes.
+        writer.begin(fresh=not resume,
+                     resumed_from=resume[0] if resume else None)
+        if chief and not resume:
+            save_config(config, os.path.join(run_dir, "config.json"))
+            tokenizer.save(os.path.join(run_dir, "tokenizer"))
+        if resume:
+            trainer.load_weights(resume[1])
+            log(f"resumed from step {resume[0]}")
+        state = (
+            LoopState.from_dict(resume[0], resume[2]) if resume else LoopState()
+        )
+        return _run(config, trainer, tokenizer, lm_data, strategy, writer,
+                    state, chief, log)
 
 
-def _fit(model, config, tokenizer, lm_data, strategy, out_dir, chief,
-         start_step, log):
-    sequences_per_step = config.batch_size * config.grad_accum_steps
-    tokens_per_step = sequences_per_step * config.sequence_length
+def _periodic_validation(config, lm_data, tokenizer):
+    """The validation batches each periodic evaluation sees (the first
+    `eval_batches`), their dataset and their token and byte counts."""
     val_batch = min(config.batch_size, len(lm_data.validation))
     val_batches = min(config.eval_batches, len(lm_data.validation) // val_batch)
     val_ds = data.make_dataset(
@@ -322,155 +301,135 @@ def _fit(model, config, tokenizer, lm_data, strategy, out_dir, chief,
         training=False,
         seed=config.seed,
     )
-    # Periodic validation sees the first `val_batches` batches.
     seen = lm_data.validation.subset(np.arange(val_batches * val_batch))
-    history = History(
-        out_dir if chief else None,
-        val_tokens=seen.tokens[:, 1:].size,
-        val_bytes=int(seen.target_bytes.sum()),
-        val_unknown_bytes=int(seen.target_unknown_bytes.sum()),
-        start_step=start_step,
-    )
-    monitor = StepMonitor(
-        os.path.join(out_dir, "checkpoints"),
-        config.checkpoint_every or config.eval_every,
-        verbose=chief and config.verbose > 0,
-    )
-    throughput = Throughput()
-    previous_handler = monitor.install_sigterm_handler()
-    start = time.time()
-    step, train_loss = start_step, float("nan")
-    try:
-        while step < config.max_steps:
-            # Run to the next evaluation (a multiple of eval_every).
-            target = min(
-                (step // config.eval_every + 1) * config.eval_every,
-                config.max_steps,
-            )
-            train_ds = data.make_dataset(
-                lm_data.train,
-                sequences_per_step,
+    return val_ds, val_batches, seen
+
+
+def _run(config, trainer, tokenizer, lm_data, strategy, writer, state,
+         chief, log):
+    model = trainer.model
+    sequences_per_step = config.batch_size * config.grad_accum_steps
+    tokens_per_step = sequences_per_step * config.sequence_length
+    val_ds, val_batches, seen = _periodic_validation(config, lm_data, tokenizer)
+    final_holder = {}
+
+    def evaluate(step, final):
+        if final:
+            figures = evaluate_windows(
+                model,
+                lm_data.validation,
                 config.objective,
                 tokenizer,
-                training=True,
+                batch_size=config.batch_size,
                 seed=config.seed,
-                start_step=step,
             )
-            if config.verbose > 0 and chief:
-                log(f"steps {step + 1}-{target} of {config.max_steps}")
-            fit_history = model.fit(
-                train_ds,
-                steps_per_epoch=target - step,
-                epochs=1,
-                callbacks=[monitor, throughput],
-                verbose=config.verbose if chief else 0,
-                shuffle=False,  # the stream is shuffled, by step
-            )
-            train_loss = float(fit_history.history["loss"][-1])
-            step = current_step(model)
-            if monitor.diverged_at is not None:
-                good = checkpoints.latest_good(
-                    os.path.join(out_dir, "checkpoints"), log
-                )
-                kept = f"step {good[0]}" if good else "none yet"
-                raise TrainingDiverged(
-                    f"the loss became {train_loss} at step "
-                    f"{monitor.diverged_at}; the last good checkpoint "
-                    f"({kept}) is kept: lower --learning-rate or raise "
-                    "--warmup-steps, and pass --restart."
-                )
-            if monitor.preempted:
-                log(
-                    f"stopped by SIGTERM at step {step}; rerun the same "
-                    "command to resume."
-                )
-                return {"preempted": True, "steps": step}
-            logs = model.evaluate(
-                val_ds, steps=val_batches, return_dict=True, verbose=0
-            )
-            if monitor.last_checkpoint != step:
-                # Every evaluation is a checkpoint too.
-                monitor.save(step)
-            history.record(
-                step,
-                train_loss,
-                float(logs["loss"]),
-                float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
-                step * tokens_per_step,
-                time.time() - start,
-                log,
-            )
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-        history.close()
-    train_seconds = time.time() - start
+            final_holder["figures"] = figures
+            return {
+                "val_loss": figures["loss"],
+                "val_perplexity": figures["perplexity"],
+                "val_bits_per_byte": figures["bits_per_byte"],
+            }
+        logs = trainer.evaluate(
+            val_ds, steps=val_batches, return_dict=True, verbose=0
+        )
+        val_loss = float(np.asarray(logs["loss"]).reshape(-1)[0])
+        return {
+            "val_loss": val_loss,
+            "val_perplexity": float(np.exp(min(val_loss, 700.0))),
+            "val_bits_per_byte": bits_per_byte(
+                val_loss * seen.tokens[:, 1:].size,
+                int(seen.target_bytes.sum()),
+                int(seen.target_unknown_bytes.sum()),
+            ),
+        }
 
-    final = evaluate_windows(
-        model,
-        lm_data.validation,
-        config.objective,
-        tokenizer,
-        batch_size=config.batch_size,
-        seed=config.seed,
+    def train_dataset(step):
+        return data.make_dataset(
+            lm_data.train,
+            config.batch_size,
+            config.objective,
+            tokenizer,
+            training=True,
+            seed=config.seed,
+            # grad_accum_steps batches of batch_size make one step.
+            start_step=step * config.grad_accum_steps,
+        )
+
+    loop = writer.loop(
+        trainer, state, config,
+        train_dataset=train_dataset,
+        evaluate=evaluate,
+        columns=HISTORY_COLUMNS,
+        progress_columns=lambda step: {"tokens_seen": step * tokens_per_step},
+        log=log,
     )
-    save_model(model, os.path.join(out_dir, "model.keras"))
-    sample = None
-    if chief and config.objective == "causal" and config.sample_tokens > 0:
-        sample = write_sample(model, tokenizer, lm_data, config, out_dir)
-
-    metrics = {
-        "val_loss": final["loss"],
-        "val_perplexity": final["perplexity"],
-        "val_bits_per_byte": final["bits_per_byte"],
-        "val_tokens": final["tokens"],
-        "val_bytes": final["bytes"],
-        "val_unknown_rate": final["unknown_rate"],
-        "unigram_bits_per_byte": lm_data.stats["unigram_bits_per_byte"],
-        "train_loss": train_loss,
-        "steps": step,
-        "tokens_seen": step * tokens_per_step,
-        # Training steps of this process only: without each fit call's
-        # first (compiling) step and without validation.
-        "tokens_per_second": (
-            throughput.timed_steps * tokens_per_step
-            / max(throughput.train_seconds, 1e-9)
-        ),
-        "first_step_seconds": throughput.first_step_seconds,
-        "train_seconds": train_seconds,
-        "resumed_from_step": start_step or None,
-        "parameters": model.count_params(),
-        "objective": config.objective,
-        "tokenizer": config.tokenizer,
-        "vocabulary_size": tokenizer.vocabulary_size,
-        "replicas": strategy.num_replicas_in_sync,
-        "strategy": strategy_name(strategy),
-        "precision": config.precision,
-        "grad_accum_steps": config.grad_accum_steps,
-        # Parts each micro-batch ran as, side by side (config batch_splits).
-        "batch_splits": model.micro_batches // config.grad_accum_steps,
-        "jit_compile": bool(model.jit_compile),
-        # True when XLA fused the element-wise ops by auto-clustering.
-        "autocluster": (
-            config.jit_compile == "autocluster" and autoclustering_active()
-        ),
-        "corpus_tokens": lm_data.stats["corpus_tokens"],
-        "corpus_bytes": lm_data.stats["corpus_bytes"],
-        "train_sequences": lm_data.stats["train_sequences"],
-        "validation_sequences": lm_data.stats["validation_sequences"],
-        "sample": sample,
-        "run_dir": config.output_dir or default_output_dir(config),
-    }
-    if config.objective == "masked":
-        metrics["val_bits_per_byte_note"] = (
-            "pseudo bits per byte: masked-token loss spread over all tokens; "
-            "comparable between masked LMs only"
-        )
-    if chief:
-        # Written last: its presence marks a finished run.
-        checkpoints.write_json_atomically(
-            os.path.join(out_dir, "metrics.json"), metrics
-        )
-    return metrics
+    with loop:
+        loop.run()
+        loop.check_sigterm("the final model")
+        if "figures" not in final_holder:
+            evaluate(config.max_steps, final=True)
+        final = final_holder["figures"]
+        writer.save_model(model)
+        sample = None
+        if chief and config.objective == "causal" and config.sample_tokens > 0:
+            loop.check_sigterm("the sample")
+            sample = write_sample(model, tokenizer, lm_data, config,
+                                  writer.out_dir)
+        state = loop.state
+        metrics = {
+            "val_loss": final["loss"],
+            "val_perplexity": final["perplexity"],
+            "val_bits_per_byte": final["bits_per_byte"],
+            "val_tokens": final["tokens"],
+            "val_bytes": final["bytes"],
+            "val_unknown_rate": final["unknown_rate"],
+            "unigram_bits_per_byte": unigram_bits_per_byte(
+                lm_data.train, lm_data.validation, tokenizer.vocabulary_size
+            ),
+            # The mean train loss of the last evaluation interval.
+            "train_loss": loop.last_train_loss,
+            "steps": config.max_steps,
+            "tokens_seen": config.max_steps * tokens_per_step,
+            # Training steps only, over every process that worked on the
+            # run: without each fit call's first (compiling) step and
+            # without validation.
+            "tokens_per_second": (
+                state.timed_steps * tokens_per_step / state.train_seconds
+                if state.train_seconds > 0 else None
+            ),
+            "first_step_seconds": state.first_step_seconds,
+            "train_seconds": loop.elapsed(),
+            "resumed_from_step": writer.resumed_from,
+            "parameters": model.count_params(),
+            "objective": config.objective,
+            "tokenizer": config.tokenizer,
+            "vocabulary_size": tokenizer.vocabulary_size,
+            "replicas": strategy.num_replicas_in_sync,
+            "strategy": strategy_name(strategy),
+            "precision": config.precision,
+            "grad_accum_steps": config.grad_accum_steps,
+            # Parts each batch ran as, side by side (config batch_splits).
+            "batch_splits": trainer.batch_splits,
+            "warmup_steps": config.resolved_warmup_steps(),
+            "jit_compile": bool(trainer.jit_compile),
+            # True when XLA fused the element-wise ops by auto-clustering.
+            "autocluster": (
+                config.jit_compile == "autocluster" and autoclustering_active()
+            ),
+            "corpus_tokens": lm_data.stats["corpus_tokens"],
+            "corpus_bytes": lm_data.stats["corpus_bytes"],
+            "train_sequences": lm_data.stats["train_sequences"],
+            "validation_sequences": lm_data.stats["validation_sequences"],
+            "sample": sample,
+            "run_dir": writer.run_dir,
+        }
+        if config.objective == "masked":
+            metrics["val_bits_per_byte_note"] = (
+                "pseudo bits per byte: masked-token loss spread over all "
+                "tokens; comparable between masked LMs only"
+            )
+        loop.check_sigterm("metrics.json")
+        return writer.finish(metrics)
 
 
 def write_sample(model, tokenizer, lm_data, config, run_dir):
@@ -488,6 +447,7 @@ def write_sample(model, tokenizer, lm_data, config, run_dir):
         model, prompt_ids or [tokenizer.eos_id], config.sample_tokens, sampler
     )
     text = tokenizer.decode(prompt_ids + new_ids)
-    with open(os.path.join(run_dir, "sample.txt"), "w", encoding="utf-8") as f:
+    with files.atomic_write(os.path.join(run_dir, "sample.txt")) as f:
         f.write(text)
     return text
+

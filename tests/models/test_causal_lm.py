@@ -6,7 +6,6 @@ import pytest
 
 import keras_tfm
 from keras_tfm.models import CausalLM
-from layer_test_utils import assert_micro_batches_match_the_whole_batch
 
 VOCAB, SEQ = 30, 8
 KWARGS = dict(
@@ -42,7 +41,7 @@ def test_saved_model_loads_in_the_global_precision(tmp_path):
     # model.keras holds float32 weights and no precision: a model trained
     # in mixed_bfloat16 loads in Keras' global policy, float32 unless the
     # caller sets another before loading (the README says so).
-    from keras_tfm.training.train import dtype_policy
+    from keras_tfm.training.precision import dtype_policy
 
     with dtype_policy("mixed_bfloat16"):
         model = CausalLM(**KWARGS)
@@ -145,25 +144,3 @@ def test_loads_after_importing_keras_tfm_only(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert f"(1, 4, {VOCAB})" in out.stdout
-
-
-def test_global_clipnorm_clips_the_summed_gradient():
-    model = CausalLM(**KWARGS)
-    model.global_clipnorm = 1e-3
-    model.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=False)
-    before = [w.numpy().copy() for w in model.trainable_weights]
-    x = token_ids(4)
-    model.fit(x, np.roll(x, -1, 1), batch_size=4, epochs=1, verbose=0)
-    step = np.sqrt(sum(
-        np.sum((w.numpy() - b) ** 2)
-        for w, b in zip(model.trainable_weights, before)
-    ))
-    # SGD with learning rate 1 moves the weights by the clipped gradient.
-    np.testing.assert_allclose(step, 1e-3, rtol=1e-3)
-
-
-def test_micro_batches_match_the_whole_batch():
-    x = token_ids(8)
-    assert_micro_batches_match_the_whole_batch(
-        lambda: CausalLM(**KWARGS), 4, x, np.roll(x, -1, 1)
-    )

@@ -2,7 +2,6 @@ import keras
 import numpy as np
 
 from keras_tfm.models import MaskedLM
-from layer_test_utils import assert_micro_batches_match_the_whole_batch
 
 VOCAB, SEQ = 30, 8
 KWARGS = dict(
@@ -64,19 +63,3 @@ def test_fit_with_sample_weights():
                         batch_size=8, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert "perplexity" in history.history
-
-
-def test_micro_batches_with_unequal_masks_match_the_whole_batch():
-    # Parts with different numbers of masked tokens: each part's mean is
-    # weighed by its share of the masked tokens, so the step is the whole
-    # batch's (as --grad-accum-steps and --batch-splits promise).
-    x = token_ids(4)
-    weights = np.zeros(x.shape, "float32")
-    weights[0, :1] = 1  # first half: 1 + 2 masked tokens
-    weights[1, :2] = 1
-    weights[2:, :6] = 1  # second half: 12
-    masked = np.where(weights > 0, 2, x).astype("int32")
-
-    assert_micro_batches_match_the_whole_batch(
-        lambda: MaskedLM(**KWARGS), 2, masked, x, sample_weight=weights
-    )

@@ -45,6 +45,12 @@ def test_round_trip_through_run_dir(tmp_path):
         ({"batch_size": 0}, "batch_size must be a positive integer"),
         ({"hidden_dim": "wide"}, "hidden_dim must be"),
         ({"warmup_steps": 5000}, "warmup_steps"),
+        ({"activation": "bogus"}, "unknown activation 'bogus'"),
+        ({"clipnorm": -1.0}, "clipnorm must be >= 0"),
+        ({"learning_rate": 0.0}, "learning_rate must be a positive"),
+        ({"beta_2": 1.0}, r"beta_2 must be in \[0, 1\)"),
+        ({"verbose": 3}, "verbose must be one of"),
+        ({"data": "a.txt", "packing": "zip"}, "packing must be one of"),
     ],
 )
 def test_bad_values_name_the_problem(overrides, message):
@@ -59,3 +65,19 @@ def test_unknown_preset_and_bad_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON"):
         make_config(str(path))
+
+
+def test_a_damaged_run_config_is_a_user_error(tmp_path):
+    config = make_config("tiny")
+    save_config(config, str(tmp_path / "config.json"))
+    text = (tmp_path / "config.json").read_text()
+    (tmp_path / "config.json").write_text(text[: len(text) // 2])
+    with pytest.raises(UserError, match="not valid JSON.*damaged"):
+        load_run_config(str(tmp_path))
+
+
+def test_every_field_has_help():
+    import dataclasses
+
+    for field in dataclasses.fields(TrainConfig):
+        assert field.metadata.get("help"), field.name

@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -109,11 +111,12 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, shakespeare_path):
     first = wait_for_checkpoint(process, run_dir, min_step=20)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, output[-2000:]
+    # 128 + SIGTERM: `pretrain && export` does not go on with a stopped run.
+    assert process.returncode == 143, output[-2000:]
     assert "Traceback" not in output
     stopped = [line for line in output.splitlines() if "stopped by SIGTERM" in line]
     assert stopped, output[-2000:]
-    step = int(stopped[0].split("at step ")[1].split(";")[0])
+    step = int(re.search(r"at step (\d+)", stopped[0]).group(1))
     assert step >= first
     assert checkpoints.list_steps(str(run_dir / "checkpoints"))[-1] == step
     assert checkpoints.verify(str(run_dir / "checkpoints"), step) is None
@@ -143,16 +146,17 @@ def test_damaged_checkpoints_are_detected(tmp_path):
         f.seek(500)
         f.write(bytes([byte[0] ^ 0xFF]))
     messages = []
-    assert checkpoints.latest_good(directory, messages.append) == (
+    assert checkpoints.latest_good(directory, messages.append)[:2] == (
         1, checkpoints.checkpoint_path(directory, 1)
     )
     assert "step 3" in messages[0] and "truncated" in messages[0]
     assert "step 2" in messages[1] and "corrupted" in messages[1]
-    os.remove(checkpoints.checkpoint_path(directory, 1)[:-6] + ".json")
+    os.remove(checkpoints.manifest_path(directory, 1))
     with pytest.raises(UserError, match="no intact checkpoint"):
         checkpoints.latest_good(directory, messages.append)
 
 
+@pytest.mark.slow
 def test_resume_skips_a_damaged_checkpoint(tmp_path, capsys):
     config = make_config("tiny", output_dir=str(tmp_path / "run"), max_steps=6,
                          eval_every=3, checkpoint_every=2, sample_tokens=0,
@@ -173,6 +177,7 @@ def test_resume_skips_a_damaged_checkpoint(tmp_path, capsys):
     assert metrics["steps"] == 6 and metrics["resumed_from_step"] == 4
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config(tmp_path):
     config = make_config("tiny", output_dir=str(tmp_path / "run"), max_steps=4,
                          eval_every=2, sample_tokens=0, verbose=0)
@@ -187,6 +192,7 @@ def test_resume_refuses_a_changed_config(tmp_path):
     assert metrics["resumed_from_step"] is None
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     config = make_config("tiny", output_dir=str(tmp_path / "run"),
                          learning_rate=1e30, clipnorm=0.0, max_steps=10,
@@ -196,11 +202,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     directory = str(tmp_path / "run" / "checkpoints")
     good = checkpoints.latest_good(directory)
     assert good is not None
-    model = keras.models.load_model(good[1])
-    assert all(np.isfinite(w).all() for w in model.get_weights())
+    with h5py.File(good[1]) as f:
+        arrays = []
+        f.visititems(lambda name, item: arrays.append(item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    assert arrays and all(np.isfinite(a).all() for a in arrays)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_learns(tmp_path, precision):
     config = make_config("tiny", output_dir=str(tmp_path / "run"),
@@ -214,6 +224,7 @@ def test_mixed_precision_learns(tmp_path, precision):
     assert keras.config.dtype_policy().name == "float32"  # restored
 
 
+@pytest.mark.slow
 def test_accumulating_k_batches_matches_one_batch_k_times_larger(tmp_path):
     def run(name, batch_size, grad_accum_steps):
         config = make_config(
