@@ -9,4 +9,4 @@ import sys
 from keras_tfm.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["export", *sys.argv[1:]]))
+    sys.exit(main(["export", *sys.argv[1:]], allow_restart=True))

@@ -42,26 +42,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_tfm import corpus
 from keras_tfm import data
 from keras_tfm import generation
 from keras_tfm import tokenizers
+from keras_tfm.benchmarks.matmuls import matmul_peaks
+from keras_tfm.benchmarks.matmuls import model_matmul_rates
+from keras_tfm.benchmarks.matmuls import model_matmul_shapes
 from keras_tfm.errors import UserError
-from keras_tfm.matmuls import matmul_peaks
-from keras_tfm.matmuls import model_matmul_rates
-from keras_tfm.matmuls import model_matmul_shapes
 from keras_tfm.training.config import make_config
+from keras_tfm.training.precision import dtype_policy
 from keras_tfm.training.strategy import autoclustering_active
-from keras_tfm.training.strategy import resolve_batch_splits
 from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.train import build_model
-from keras_tfm.training.train import build_optimizer
-from keras_tfm.training.train import dtype_policy
-
-SHAKESPEARE = os.path.join(
-    os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data",
-    "tinyshakespeare", "input.txt",
-)
+from keras_tfm.training.train import build_trainer
 
 
 def flops_per_token(config, vocabulary_size):
@@ -81,8 +74,12 @@ def flops_per_token(config, vocabulary_size):
 
 
 def keras_hub_reference(config, vocabulary_size):
-    """The same-size GPT built from keras-hub's layers."""
+    """The same-size GPT built from keras-hub's layers, with keras-tfm's
+    activation (like for like; the activation's own gain is measured as
+    `keras_tfm_exact_gelu`)."""
     import keras_hub
+
+    from keras_tfm.layers.activations import get_activation
 
     token_ids = keras.Input((None,), dtype="int32")
     x = keras_hub.layers.TokenAndPositionEmbedding(
@@ -92,7 +89,7 @@ def keras_hub_reference(config, vocabulary_size):
         x = keras_hub.layers.TransformerDecoder(
             config.intermediate_dim,
             config.num_heads,
-            activation="gelu",
+            activation=get_activation(config.activation),
             normalize_first=True,
         )(x)
     x = keras.layers.LayerNormalization(epsilon=1e-5)(x)
@@ -101,6 +98,8 @@ def keras_hub_reference(config, vocabulary_size):
 
 
 def _compiled(model, config, jit_compile):
+    from keras_tfm.training.optimizer import build_optimizer
+
     model.compile(
         optimizer=build_optimizer(config),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -109,15 +108,15 @@ def _compiled(model, config, jit_compile):
     return model
 
 
-def _keras_tfm_model(config, vocabulary, precision, jit_compile):
-    """keras-tfm's model as `keras-tfm pretrain` sets it up to train."""
+def _keras_tfm_trainer(config, vocabulary, precision, jit_compile):
+    """keras-tfm's model in the `TrainingModel` `keras-tfm pretrain`
+    trains it with."""
     with dtype_policy(precision):
         model = build_model(config, vocabulary)
-    model.global_clipnorm = config.clipnorm or None
-    model.micro_batches, _ = resolve_batch_splits(
-        config, tf.distribute.get_strategy(), jit_compile
-    )
-    return model
+        return build_trainer(
+            config, model, tf.distribute.get_strategy(), jit_compile,
+            with_metrics=False,
+        )
 
 
 def _batches(config, tokenizer, texts, seed=0):
@@ -132,7 +131,9 @@ def time_training(config, texts, steps, warmup, jit_compile=True,
                   pytorch_reference=False):
     """Interleaved train steps: keras-tfm's model and the keras-hub one.
 
-    Both use the config's precision and compilation. When those are not
+    Both use the config's precision, compilation and activation. When the
+    activation is the tanh GELU, keras-tfm's model with exact GELU runs
+    alongside (`keras_tfm_exact_gelu`). When precision and compilation are not
     float32 with XLA, keras-tfm's model in float32 with XLA runs alongside
     as a third entry, `keras_tfm_fp32_xla`, so the settings' own gain is
     measured in the same run; likewise `keras_tfm_unsplit`, the step
@@ -143,9 +144,7 @@ def time_training(config, texts, steps, warmup, jit_compile=True,
     vocabulary = tokenizer.vocabulary_size
 
     def ours(precision, jit, variant=config):
-        return _compiled(
-            _keras_tfm_model(variant, vocabulary, precision, jit), variant, jit
-        )
+        return _keras_tfm_trainer(variant, vocabulary, precision, jit)
 
     with dtype_policy(config.precision):
         hub = keras_hub_reference(config, vocabulary)
@@ -155,13 +154,19 @@ def time_training(config, texts, steps, warmup, jit_compile=True,
     }
     if (config.precision, jit_compile) != ("float32", True):
         models["keras_tfm_fp32_xla"] = ours("float32", True)
-    if models["keras_tfm"].micro_batches > config.grad_accum_steps:
+    if config.activation == "gelu_approximate":
+        # What the tanh approximation gains over exact GELU.
+        models["keras_tfm_exact_gelu"] = ours(
+            config.precision, jit_compile,
+            dataclasses.replace(config, activation="gelu"),
+        )
+    if models["keras_tfm"].batch_splits > 1:
         models["keras_tfm_unsplit"] = ours(
             config.precision, jit_compile,
             dataclasses.replace(config, batch_splits=1),
         )
     if pytorch_reference:
-        from keras_tfm.pytorch_reference import NanoGPTTrainer
+        from keras_tfm.benchmarks.pytorch_reference import NanoGPTTrainer
 
         models["pytorch_nanogpt"] = NanoGPTTrainer(config, vocabulary)
     batches = _batches(config, tokenizer, texts)
@@ -256,12 +261,9 @@ def time_scaling(config, texts, lengths, widths, steps, jit_compile=True):
                 overrides["num_heads"] = max(1, value // 32)
             variant = make_config(**{**config.to_dict(), **overrides})
             tokenizer = tokenizers.ByteTokenizer()
-            model = _compiled(
-                _keras_tfm_model(
-                    variant, tokenizer.vocabulary_size, variant.precision,
-                    jit_compile,
-                ),
-                variant, jit_compile,
+            model = _keras_tfm_trainer(
+                variant, tokenizer.vocabulary_size, variant.precision,
+                jit_compile,
             )
             batches = _batches(variant, tokenizer, texts)
             seconds = []
@@ -307,25 +309,25 @@ def plot_scaling(rows, path):
 
 
 def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
-                  texts=None, pytorch_reference=False, scaling=True):
+                  data_patterns=None, texts=None, pytorch_reference=False,
+                  scaling=True):
     """Measures everything above; returns a dict (the `--json` output).
 
     `scaling=False` skips the scaling table (`results["scaling"]` is then
     empty), which at large batches takes most of the run.
     """
     if pytorch_reference:
-        from keras_tfm.pytorch_reference import import_torch
+        from keras_tfm.benchmarks.pytorch_reference import import_torch
 
         import_torch()  # a missing PyTorch is said before minutes of work
-    if texts is None:
-        if os.path.isfile(SHAKESPEARE):
-            texts = [corpus.read_text_file(SHAKESPEARE)]
-            source = "tinyshakespeare"
-        else:
-            texts = [t for _, t in corpus.default_corpus()]
-            source = "pydoc_data"
-    else:
+    if texts is not None:
         source = "given"
+    elif data_patterns:
+        texts = [t for _, t in data.load_corpus(data_patterns)]
+        source = ", ".join(data_patterns)
+    else:
+        texts = [t for _, t in data.default_corpus()]
+        source = "pydoc_data"
     jit_compile = resolve_jit_compile(
         config.jit_compile, tf.distribute.get_strategy()
     )
@@ -346,7 +348,7 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
     model_flops = flops_per_token(config, vocabulary)
     # The tokens one forward pass of keras-tfm's step computes at once.
     rows = (
-        config.batch_size // models["keras_tfm"].micro_batches
+        config.batch_size // models["keras_tfm"].batch_splits
         * config.sequence_length
     )
     matmul_rates = {
@@ -397,9 +399,7 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "steps_per_execution": 1,
             # Parts of the batch keras-tfm's step runs side by side.
-            "batch_splits": (
-                models["keras_tfm"].micro_batches // config.grad_accum_steps
-            ),
+            "batch_splits": models["keras_tfm"].batch_splits,
             "batch_size": config.batch_size,
             "sequence_length": config.sequence_length,
             "steps": steps,
@@ -431,7 +431,7 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
         **{
             f"speedup_vs_{name}": _ratio_summary(times[name], times["keras_tfm"])
             for name in ("keras_tfm_fp32_xla", "keras_tfm_unsplit",
-                         "pytorch_nanogpt")
+                         "keras_tfm_exact_gelu", "pytorch_nanogpt")
             if name in times
         },
         "input_wait_fraction": float(np.median(fetch)) / step_median,
@@ -506,6 +506,7 @@ def format_results(results):
         ("keras_tfm_unsplit",
          f"batch split in {results['settings']['batch_splits']} against "
          "unsplit"),
+        ("keras_tfm_exact_gelu", "tanh GELU against exact GELU"),
         ("pytorch_nanogpt",
          "keras-tfm against nanoGPT on PyTorch "
          f"{results['settings'].get('pytorch_version')}"),
@@ -561,6 +562,7 @@ def main_benchmark(args):
         warmup=2 if args.smoke else 3,
         smoke=args.smoke,
         plot_path=args.plot,
+        data_patterns=args.data,
         pytorch_reference=args.pytorch_reference,
         scaling=not args.no_scaling,
     )

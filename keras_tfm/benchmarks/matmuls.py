@@ -104,7 +104,7 @@ def model_matmul_rates(shapes, repeats=5, pytorch=False):
     flops = 0
     seconds = {"xla": 0.0, "tensorflow": 0.0}
     if pytorch:
-        from keras_tfm.pytorch_reference import matmul_products
+        from keras_tfm.benchmarks.pytorch_reference import matmul_products
 
         seconds["pytorch"] = 0.0
     for rows, inputs, outputs, count in shapes:

@@ -18,8 +18,6 @@ byte. Everything is written to a temporary directory that is renamed into
 place at the end, so a failed conversion leaves nothing behind.
 """
 
-import json
-import math
 import os
 import shutil
 import time
@@ -27,11 +25,17 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from keras_tfm import files
+from keras_tfm import generation
 from keras_tfm.errors import UserError
 from keras_tfm.export import decoder
 from keras_tfm.export import saved_model
 from keras_tfm.export import text_tflite
 from keras_tfm.export import tflite
+from keras_tfm.metrics import bits_per_byte as bits_per_byte_formula
+from keras_tfm.tasks.language_model import load_run
+from keras_tfm.tasks.language_model import run_data
+from keras_tfm.training import run_directory
 
 FORMATS = ("savedmodel", "tflite")
 QUANTIZATIONS = tflite.QUANTIZATIONS
@@ -60,12 +64,14 @@ def _check_choices(values, allowed, what):
             )
 
 
-def bits_per_byte(token_nll, windows):
+def bits_per_byte(token_nll, windows, pad_id):
     """Bits per byte from per-token NLL `[n, L]` of `windows`' targets."""
     targets = windows.tokens[:, 1:]
-    nats = float(token_nll[targets != 0].sum())
-    bits = nats / math.log(2) + 8 * windows.target_unknown_bytes.sum()
-    return bits / max(1, windows.target_bytes.sum())
+    return bits_per_byte_formula(
+        float(token_nll[targets != pad_id].sum()),
+        int(windows.target_bytes.sum()),
+        int(windows.target_unknown_bytes.sum()),
+    )
 
 
 def _token_nll(logits, targets):
@@ -74,6 +80,59 @@ def _token_nll(logits, targets):
     log_z = np.log(np.exp(logits - top).sum(-1)) + top[..., 0]
     picked = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
     return log_z - picked
+
+
+# A file passes when its held-out bits per byte are within this share of
+# the float32 TFLite file's (or, for float32 files, its logits within
+# FLOAT_LOGIT_TOLERANCE of the Keras model's); otherwise it is dropped
+# with a one-line reason, recorded under "dropped" in the report.
+BITS_PER_BYTE_TOLERANCE = {"float16": 0.01, "dynamic": 0.01, "int8": 0.02}
+FLOAT_LOGIT_TOLERANCE = 1e-3
+REPORT = "export_report.json"
+
+
+def check_export_arguments(run_dir, formats, quantize, output, version,
+                           overwrite):
+    """Every argument a user can get wrong, before anything is loaded."""
+    if not formats:
+        raise UserError(
+            f"--format names no format: use one or more of "
+            f"{', '.join(FORMATS)}, comma-separated."
+        )
+    _check_choices(formats, FORMATS, "format")
+    if "tflite" in formats and not quantize:
+        raise UserError(
+            f"--quantize names no variant: use one or more of "
+            f"{', '.join(QUANTIZATIONS)}, comma-separated."
+        )
+    _check_choices(quantize, QUANTIZATIONS, "quantization")
+    if isinstance(version, bool) or not isinstance(version, int) or (
+        version < 1
+    ):
+        raise UserError(
+            f"--version must be a positive integer (TF Serving serves "
+            f"numbered version directories); got {version}."
+        )
+    run_directory.check_output_directory(output, "--output")
+    real_output = os.path.realpath(output)
+    real_run = os.path.realpath(run_dir)
+    if real_run == real_output or real_run.startswith(real_output + os.sep):
+        raise UserError(
+            f"--output '{output}' is the run directory or holds it: pass a "
+            "directory of its own (default: RUN_DIR/export)."
+        )
+    if os.path.isdir(output) and os.listdir(output):
+        if not os.path.isfile(os.path.join(output, REPORT)):
+            raise UserError(
+                f"--output '{output}' is not empty and holds no earlier "
+                f"export ({REPORT} is missing): keras-tfm replaces only its "
+                "own exports; pass an empty or new directory."
+            )
+        if not overwrite:
+            raise UserError(
+                f"'{output}' already holds an export: pass --overwrite to "
+                "replace it, or --output for another directory."
+            )
 
 
 def export_run(
@@ -89,39 +148,62 @@ def export_run(
 ):
     """Exports a finished run; returns the report (also written as JSON).
 
-    Paths in the report are relative to the export directory.
+    Paths in the report are relative to the export directory. `overwrite`
+    replaces an earlier export only (a directory with its report), never
+    anything else.
     """
-    from keras_tfm.runs import load_run
-    from keras_tfm.runs import run_data
-
-    _check_choices(formats, FORMATS, "format")
-    _check_choices(quantize, QUANTIZATIONS, "quantization")
-    config, tokenizer, model = load_run(run_dir)
+    formats, quantize = list(formats), list(quantize)
     output = output or os.path.join(run_dir, "export")
+    check_export_arguments(run_dir, formats, quantize, output, version,
+                           overwrite)
+    config, tokenizer, model = load_run(run_dir)
     model_name = model_name or os.path.basename(os.path.abspath(run_dir))
-    if os.path.exists(output) and os.listdir(output):
-        if not overwrite:
-            raise UserError(
-                f"'{output}' already holds an export: pass --overwrite to "
-                "replace it, or --output for another directory."
-            )
+    parent = os.path.dirname(os.path.abspath(output))
+    created = run_directory.make_directory(parent, "--output")
+    lock = run_directory.DirectoryLock(
+        os.path.join(parent, f".{os.path.basename(os.path.abspath(output))}"
+                     ".keras-tfm.lock"),
+        what="export directory", flag="--output",
+    )
+    try:
+        with lock:
+            # Checked again under the lock: another export may have
+            # written it meanwhile.
+            check_export_arguments(run_dir, formats, quantize, output,
+                                   version, overwrite)
+            report = _export(run_dir, config, tokenizer, model, formats,
+                             quantize, output, model_name, version,
+                             allow_flex, log)
+    finally:
+        run_directory.remove_if_only_lock(created)
+    return report
+
+
+def _export(run_dir, config, tokenizer, model, formats, quantize, output,
+            model_name, version, allow_flex, log):
     lm_data = run_data(config, tokenizer)
     windows = lm_data.validation
     held_out = windows.subset(np.arange(min(EVALUATION_WINDOWS, len(windows))))
     inputs = held_out.tokens[:, :-1]
     keras_logits = np.asarray(model.predict(inputs, verbose=0), np.float32)
+    pad_id = tokenizer.pad_id
     report = {
         "run_dir": run_dir,
         "objective": config.objective,
         "sequence_length": config.sequence_length,
         "vocabulary_size": tokenizer.vocabulary_size,
         "held_out_windows": len(held_out),
+        "tolerances": {
+            "float_max_abs_logit_diff": FLOAT_LOGIT_TOLERANCE,
+            "bits_per_byte_vs_float32": BITS_PER_BYTE_TOLERANCE,
+        },
         "keras": {},
         "files": [],
+        "dropped": [],
     }
     if config.objective == "causal":
         report["keras"]["val_bits_per_byte"] = bits_per_byte(
-            _token_nll(keras_logits, held_out.tokens[:, 1:]), held_out
+            _token_nll(keras_logits, held_out.tokens[:, 1:]), held_out, pad_id
         )
 
     staging = output.rstrip(os.sep) + ".partial"
@@ -140,19 +222,20 @@ def export_run(
             for quantization in quantize:
                 report["files"].append(_export_tflite(
                     model, config, staging, quantization, allow_flex,
-                    calibration, held_out, keras_logits, log,
+                    calibration, held_out, keras_logits, pad_id, log,
                 ))
             if config.objective == "causal":
                 report["files"].append(_export_decoder(
-                    model, staging, allow_flex, held_out, keras_logits, log,
+                    model, staging, allow_flex, held_out, keras_logits,
+                    pad_id, log,
                 ))
             if config.objective == "causal" and config.tokenizer == "byte":
                 report["files"].append(_export_text_model(
                     model, tokenizer, staging, log,
                 ))
         _compare_sizes(report["files"])
-        with open(os.path.join(staging, "export_report.json"), "w") as f:
-            json.dump(report, f, indent=2)
+        _apply_tolerances(report, staging, log)
+        files.write_json(os.path.join(staging, REPORT), report)
         if os.path.exists(output):
             shutil.rmtree(output)
         os.replace(staging, output)
@@ -160,6 +243,46 @@ def export_run(
         shutil.rmtree(staging, ignore_errors=True)
     report["output"] = output
     return report
+
+
+def _apply_tolerances(report, staging, log):
+    """Drops every file outside its tolerance, with a one-line reason.
+
+    A float32 file or SavedModel outside it is a conversion bug, not a
+    quantization trade-off: the export fails.
+    """
+    kept = []
+    for entry in report["files"]:
+        reason = None
+        quantization = entry.get("quantization")
+        if quantization == "none" and entry.get("input") != "text":
+            if entry["max_abs_logit_diff"] > FLOAT_LOGIT_TOLERANCE:
+                raise UserError(
+                    f"{entry['path']} differs from the Keras model by "
+                    f"{entry['max_abs_logit_diff']:.2e} in its logits "
+                    f"(tolerance {FLOAT_LOGIT_TOLERANCE:g}): the conversion "
+                    "is wrong; please report it."
+                )
+        relative = entry.get("bits_per_byte_vs_float32")
+        bound = BITS_PER_BYTE_TOLERANCE.get(quantization)
+        if relative is not None and bound is not None and (
+            relative - 1 > bound
+        ):
+            reason = (
+                f"its held-out bits per byte are {relative - 1:+.1%} against "
+                f"the float32 file's, outside the {bound:.0%} bound"
+            )
+        if entry.get("greedy_matches_keras") is False:
+            reason = "its greedy generation differs from the Keras model's"
+        if entry.get("top_k_matches_keras") is False:
+            reason = "its top 5 next tokens differ from the Keras model's"
+        if reason is None:
+            kept.append(entry)
+            continue
+        os.remove(os.path.join(staging, entry["path"]))
+        report["dropped"].append({**entry, "reason": reason})
+        log(f"dropped {entry['path']}: {reason}.")
+    report["files"] = kept
 
 
 def _export_saved_model(model, tokenizer, config, staging, model_name,
@@ -187,7 +310,8 @@ def _export_saved_model(model, tokenizer, config, staging, model_name,
     }
     if config.objective == "causal":
         entry["val_bits_per_byte"] = bits_per_byte(
-            _token_nll(logits, held_out.tokens[:, 1:]), held_out
+            _token_nll(logits, held_out.tokens[:, 1:]), held_out,
+            tokenizer.pad_id
         )
     log(f"savedmodel: {entry['path']} ({size:,} bytes, max |Δlogits| "
         f"{entry['max_abs_logit_diff']:.2e})")
@@ -195,7 +319,7 @@ def _export_saved_model(model, tokenizer, config, staging, model_name,
 
 
 def _export_tflite(model, config, staging, quantization, allow_flex,
-                   calibration, held_out, keras_logits, log):
+                   calibration, held_out, keras_logits, pad_id, log):
     start = time.time()
     content, ops = tflite.convert_logits_model(
         model, config.sequence_length, quantization, allow_flex, calibration
@@ -218,7 +342,7 @@ def _export_tflite(model, config, staging, quantization, allow_flex,
     }
     if config.objective == "causal":
         entry["val_bits_per_byte"] = bits_per_byte(
-            _token_nll(logits, held_out.tokens[:, 1:]), held_out
+            _token_nll(logits, held_out.tokens[:, 1:]), held_out, pad_id
         )
     log(f"tflite {quantization}: {entry['path']} ({len(content):,} bytes, max "
         f"|Δlogits| {entry['max_abs_logit_diff']:.2e}"
@@ -227,9 +351,8 @@ def _export_tflite(model, config, staging, quantization, allow_flex,
     return entry
 
 
-def _export_decoder(model, staging, allow_flex, held_out, keras_logits, log):
-    from keras_tfm import generation
-
+def _export_decoder(model, staging, allow_flex, held_out, keras_logits,
+                    pad_id, log):
     start = time.time()
     content, ops = decoder.convert_decoder(model, allow_flex)
     path = os.path.join(staging, "tflite", DECODER_NAME)
@@ -255,7 +378,7 @@ def _export_decoder(model, staging, allow_flex, held_out, keras_logits, log):
         "bytes": len(content),
         "max_abs_logit_diff": float(np.abs(logits - keras_logits).max()),
         "val_bits_per_byte": bits_per_byte(
-            _token_nll(logits, held_out.tokens[:, 1:]), held_out
+            _token_nll(logits, held_out.tokens[:, 1:]), held_out, pad_id
         ),
         "ops": ops,
         "flex_ops": tflite.flex_ops(ops),

@@ -13,6 +13,7 @@ import contextlib
 import os
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -113,16 +114,31 @@ def flex_ops(ops):
     return [op for op in ops if op.startswith("Flex")]
 
 
+def attention_layers(layer, seen=None):
+    """Every `MultiHeadAttention` inside `layer`, found through its public
+    attributes (sublayers and lists of them)."""
+    from keras_tfm.layers import MultiHeadAttention
+
+    seen = set() if seen is None else seen
+    if id(layer) in seen:
+        return []
+    seen.add(id(layer))
+    found = [layer] if isinstance(layer, MultiHeadAttention) else []
+    children = []
+    for value in vars(layer).values():
+        if isinstance(value, keras.layers.Layer):
+            children.append(value)
+        elif isinstance(value, (list, tuple)):
+            children.extend(v for v in value if isinstance(v, keras.layers.Layer))
+    for child in children:
+        found.extend(attention_layers(child, seen))
+    return found
+
+
 @contextlib.contextmanager
 def bounded_masking(model, enabled=True):
     """Traces attention with the int8-friendly masked softmax."""
-    from keras_tfm.layers import MultiHeadAttention
-
-    layers = [
-        layer
-        for layer in model._flatten_layers()
-        if isinstance(layer, MultiHeadAttention)
-    ]
+    layers = attention_layers(model)
     for layer in layers:
         layer.bounded_masking = enabled
     try:

@@ -1,66 +1,81 @@
-"""Using a finished run directory: load it, evaluate it, generate from it."""
+"""Using a finished pre-training run: load it, evaluate it, generate."""
 
 import os
 
+from keras_tfm import data
+from keras_tfm import generation
+from keras_tfm import tokenizers
 from keras_tfm.errors import UserError
+from keras_tfm.metrics import evaluate_windows
+from keras_tfm.training import run
+from keras_tfm.training.config import TrainConfig
+from keras_tfm.training.config import load_run_config
+
+
+def load_tokenizer(run_dir):
+    return tokenizers.load_tokenizer(os.path.join(run_dir, "tokenizer"))
 
 
 def load_run(run_dir):
-    """`(config, tokenizer, model)` of a run directory.
+    """`(config, tokenizer, model)` of a finished pre-training run.
 
     Raises:
-        UserError: the directory, its config, tokenizer or model is missing.
+        UserError: the directory, its config, tokenizer or model is
+            missing or damaged, or it is not a pre-training run.
     """
-    import keras
-
-    from keras_tfm import tokenizers
-    from keras_tfm.training.config import load_run_config
-
-    if not os.path.isdir(run_dir):
-        raise UserError(
-            f"no run directory '{run_dir}': pass the --output-dir of a "
-            "`keras-tfm pretrain` run."
-        )
-    model_path = os.path.join(run_dir, "model.keras")
-    if not os.path.isfile(model_path):
-        raise UserError(
-            f"no model in '{run_dir}' (model.keras is missing; the run did "
-            "not finish): run `keras-tfm pretrain --output-dir "
-            f"{run_dir} --overwrite` to train one."
-        )
-    config = load_run_config(run_dir)
-    tokenizer = tokenizers.load_tokenizer(os.path.join(run_dir, "tokenizer"))
-    model = keras.models.load_model(model_path, compile=False)
+    model = run.load_model(run_dir)
+    config = load_run_config(run_dir, TrainConfig)
+    tokenizer = load_tokenizer(run_dir)
     return config, tokenizer, model
+
+
+def run_data(config, tokenizer):
+    """The run's train and validation windows, rebuilt from its corpus and
+    seed (`keras_tfm.data.LMData`)."""
+    texts = [text for _, text in data.load_corpus(config.data)]
+    return data.prepare_lm_data(
+        tokenizer,
+        texts,
+        config.sequence_length,
+        config.validation_fraction,
+        config.seed,
+    )
+
+
+def text_windows(config, tokenizer, patterns):
+    """Windows that predict every token of the files after the first
+    once, with up to `sequence_length` tokens of context."""
+    texts = [text for _, text in data.load_corpus(patterns)]
+    ids, byte_lengths = data.tokenize_stream(tokenizer, texts)
+    if len(ids) < 3:
+        raise UserError(
+            "the text is too short to evaluate: pass at least a few "
+            "characters."
+        )
+    return data.pack_windows(
+        ids,
+        byte_lengths,
+        config.sequence_length,
+        tokenizer.unk_id,
+        pad_id=tokenizer.pad_id,
+        pad_tail=True,
+        overlap=True,
+    )
 
 
 def evaluate_run(run_dir, patterns=None, batch_size=32):
     """Evaluates a run on text files (default: its own validation split).
 
-    Every token after the first of each file is predicted once, in disjoint
-    windows of the model's sequence length.
+    Every token after the first of each file is predicted once, in windows
+    of the model's sequence length.
     """
-    from keras_tfm import corpus
-    from keras_tfm import data
-    from keras_tfm.evaluation import evaluate_windows
-
+    if batch_size < 1:
+        raise UserError("--batch-size must be a positive integer.")
+    if patterns:
+        data.expand_patterns(patterns)  # a missing file, before loading
     config, tokenizer, model = load_run(run_dir)
     if patterns:
-        texts = [text for _, text in corpus.load_corpus(patterns)]
-        ids, byte_lengths = data.tokenize_stream(tokenizer, texts)
-        if len(ids) < 3:
-            raise UserError(
-                "the text is too short to evaluate: pass at least a few "
-                "characters."
-            )
-        windows = data.pack_windows(
-            ids,
-            byte_lengths,
-            config.sequence_length,
-            tokenizer.unk_id,
-            pad_tail=True,
-            overlap=True,
-        )
+        windows = text_windows(config, tokenizer, patterns)
     else:
         windows = run_data(config, tokenizer).validation
     return evaluate_windows(
@@ -73,21 +88,10 @@ def evaluate_run(run_dir, patterns=None, batch_size=32):
     )
 
 
-def run_data(config, tokenizer):
-    """The run's train and validation windows, rebuilt from its corpus and
-    seed (`keras_tfm.data.LMData`)."""
-    from keras_tfm import corpus
-    from keras_tfm import data
-
-    texts = [text for _, text in corpus.load_corpus(config.data)]
-    return data.prepare_lm_data(
-        tokenizer,
-        texts,
-        config.sequence_length,
-        config.validation_fraction,
-        config.seed,
-    )
-
+def check_generation(max_new_tokens, temperature, top_k, top_p):
+    if max_new_tokens < 1:
+        raise UserError("--max-new-tokens must be at least 1.")
+    generation.check_sampling(temperature, top_k, top_p)
 
 
 def generate_from_run(
@@ -98,29 +102,15 @@ def generate_from_run(
     top_k=None,
     top_p=None,
     seed=None,
-    backend="keras",
-    tflite_file=None,
 ):
-    """Samples text after `prompt` from a causal-LM run.
-
-    `backend="tflite"` runs the exported prefill/decode TFLite file
-    (`keras-tfm export`) with the LiteRT interpreter instead of Keras.
-    """
-    from keras_tfm import generation
-
-    if backend == "tflite":
-        return _generate_tflite(
-            run_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed,
-            tflite_file,
-        )
+    """Samples text after `prompt` from a causal-LM run with Keras."""
+    check_generation(max_new_tokens, temperature, top_k, top_p)
     config, tokenizer, model = load_run(run_dir)
     if config.objective != "causal":
         raise UserError(
             f"'{run_dir}' holds a masked LM, which cannot generate text: "
             "use a run trained with --objective causal."
         )
-    if max_new_tokens < 1:
-        raise UserError("--max-new-tokens must be at least 1.")
     return generation.generate(
         model,
         tokenizer,
@@ -131,33 +121,3 @@ def generate_from_run(
         top_p=top_p,
         seed=seed,
     )
-
-
-def _generate_tflite(run_dir, prompt, max_new_tokens, temperature, top_k,
-                     top_p, seed, tflite_file):
-    from keras_tfm import generation
-    from keras_tfm import tokenizers
-    from keras_tfm.export import DECODER_NAME
-    from keras_tfm.export import decoder
-    from keras_tfm.export import tflite
-    from keras_tfm.training.config import load_run_config
-
-    path = tflite_file or os.path.join(run_dir, "export", "tflite", DECODER_NAME)
-    if not os.path.isfile(path):
-        raise UserError(
-            f"no TFLite decoder at '{path}': run `keras-tfm export {run_dir}` "
-            "first (or pass --tflite-file)."
-        )
-    if max_new_tokens < 1:
-        raise UserError("--max-new-tokens must be at least 1.")
-    generation.make_sampler(temperature, top_k, top_p, seed)  # validates
-    load_run_config(run_dir)
-    tokenizer = tokenizers.load_tokenizer(os.path.join(run_dir, "tokenizer"))
-    prompt_ids = (tokenizer.encode(prompt) if prompt else []) or [
-        tokenizer.eos_id
-    ]
-    ids = decoder.generate_ids(
-        tflite.interpreter(path), prompt_ids, max_new_tokens, temperature,
-        top_k, top_p, seed,
-    )
-    return tokenizer.decode(ids)

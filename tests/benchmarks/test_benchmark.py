@@ -1,15 +1,17 @@
 """The benchmark's smoke mode: complete, sane output (no timing asserts)."""
 
 import json
-import math
 
-from keras_tfm.benchmark import flops_per_token
-from keras_tfm.benchmark import format_results
+import pytest
+
+from keras_tfm.benchmarks.benchmark import flops_per_token
+from keras_tfm.benchmarks.benchmark import format_results
+from keras_tfm.benchmarks.matmuls import model_matmul_shapes
 from keras_tfm.cli import main
-from keras_tfm.matmuls import model_matmul_shapes
 from keras_tfm.training.config import make_config
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(tmp_path, capsys):
     plot = tmp_path / "scaling.png"
     code = main(["benchmark", "--smoke", "--json", "--plot", str(plot)])
@@ -20,11 +22,6 @@ def test_benchmark_smoke(tmp_path, capsys):
         assert t["step_ms_p10"] <= t["step_ms_median"] <= t["step_ms_p90"]
         assert t["tokens_per_second"] > 0 and 0 < t["mfu"] < 1
         assert t["parameters"] > 0
-    assert math.isclose(
-        results["tokens_per_second_ratio_vs_keras_hub"],
-        results["training"]["keras_tfm"]["tokens_per_second"]
-        / results["training"]["keras_hub"]["tokens_per_second"],
-    )
     peaks = results["machine"]["matmul_peak_gflops_by_backend"]
     assert set(peaks) == {"xla", "tensorflow"} and min(peaks.values()) > 0
     assert results["machine"]["matmul_peak_gflops"] == max(peaks.values())
@@ -53,11 +50,16 @@ def test_benchmark_smoke(tmp_path, capsys):
     # On one CPU under XLA keras-tfm's step splits the batch; the same step
     # unsplit runs alongside, so the split's gain is measured in the run.
     assert results["settings"]["batch_splits"] == 2
+    # The activation's gain is measured apart from the keras-hub ratio,
+    # whose reference uses keras-tfm's activation.
     assert set(results["training"]) == {"keras_tfm", "keras_hub",
-                                        "keras_tfm_unsplit"}
+                                        "keras_tfm_unsplit",
+                                        "keras_tfm_exact_gelu"}
     assert results["speedup_vs_keras_tfm_unsplit"]["median"] > 0
+    assert results["speedup_vs_keras_tfm_exact_gelu"]["median"] > 0
 
 
+@pytest.mark.slow
 def test_benchmark_smoke_bfloat16_autocluster(capsys):
     code = main(["benchmark", "--smoke", "--json", "--precision",
                  "mixed_bfloat16", "--jit-compile", "autocluster",
@@ -74,7 +76,8 @@ def test_benchmark_smoke_bfloat16_autocluster(capsys):
     # the batch split's against the same settings unsplit.
     assert set(results["training"]) == {"keras_tfm", "keras_hub",
                                         "keras_tfm_fp32_xla",
-                                        "keras_tfm_unsplit"}
+                                        "keras_tfm_unsplit",
+                                        "keras_tfm_exact_gelu"}
     assert results["speedup_vs_keras_tfm_fp32_xla"]["median"] > 0
     assert results["speedup_vs_keras_tfm_unsplit"]["median"] > 0
     peaks = results["machine"]["matmul_peak_gflops_by_backend"]

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from keras_tfm.benchmark import flops_per_token
+from keras_tfm.benchmarks.benchmark import flops_per_token
 from keras_tfm.cli import main
 from keras_tfm.training.config import make_config
 
@@ -22,7 +22,7 @@ VOCABULARY = 40
 
 def trainer():
     pytest.importorskip("torch")
-    from keras_tfm.pytorch_reference import NanoGPTTrainer
+    from keras_tfm.benchmarks.pytorch_reference import NanoGPTTrainer
 
     return NanoGPTTrainer(make_config("nano", **TINY), VOCABULARY)
 
@@ -78,11 +78,6 @@ def test_benchmark_smoke_with_the_pytorch_reference(capsys):
     t = results["training"]["pytorch_nanogpt"]
     assert t["step_ms_p10"] <= t["step_ms_median"] <= t["step_ms_p90"]
     assert 0 < t["mfu"] < 1 and t["parameters"] > 0
-    assert math.isclose(
-        results["tokens_per_second_ratio_vs_pytorch_nanogpt"],
-        results["training"]["keras_tfm"]["tokens_per_second"]
-        / t["tokens_per_second"],
-    )
     speedup = results["speedup_vs_pytorch_nanogpt"]
     assert 0 < speedup["p25"] <= speedup["median"] <= speedup["p75"]
     assert results["settings"]["pytorch_threads"] >= 1

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
-
-from keras_tfm.layers import MultiHeadAttention
 from layer_test_utils import run_layer_test
 from numpy_reference import attention
 from numpy_reference import causal_mask
+
+from keras_tfm.layers import MultiHeadAttention
 
 BATCH, SEQ, HIDDEN, HEADS = 2, 5, 8, 2
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from layer_test_utils import run_layer_test
 
 from keras_tfm.layers import PositionEmbedding
-from layer_test_utils import run_layer_test
 
 
 def test_layer_basics():

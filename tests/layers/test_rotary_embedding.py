@@ -1,7 +1,7 @@
 import numpy as np
+from layer_test_utils import run_layer_test
 
 from keras_tfm.layers import RotaryEmbedding
-from layer_test_utils import run_layer_test
 
 
 def test_layer_basics():

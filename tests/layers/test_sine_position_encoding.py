@@ -2,9 +2,9 @@ import math
 
 import numpy as np
 import pytest
+from layer_test_utils import run_layer_test
 
 from keras_tfm.layers import SinePositionEncoding
-from layer_test_utils import run_layer_test
 
 
 def test_layer_basics():

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from layer_test_utils import run_layer_test
 
 from keras_tfm.layers import TransformerEncoder
-from layer_test_utils import run_layer_test
 
 BATCH, SEQ, HIDDEN, HEADS = 2, 6, 8, 2
 

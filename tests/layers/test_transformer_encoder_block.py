@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
-
-from keras_tfm.layers import TransformerEncoderBlock
 from layer_test_utils import run_layer_test
 from numpy_reference import attention
 from numpy_reference import causal_mask
 from numpy_reference import gelu_tanh
 from numpy_reference import layer_norm
+
+from keras_tfm.layers import TransformerEncoderBlock
 
 BATCH, SEQ, HIDDEN, HEADS, FFN = 2, 5, 8, 2, 16
 

@@ -1,0 +1,2 @@
+"""Speed: the benchmark, its references (keras-hub, nanoGPT on PyTorch),
+matmul rates and on-device decode latency."""

@@ -1,0 +1,3 @@
+"""The `keras-tfm` command: one module per subcommand."""
+
+from keras_tfm.cli.main import main
