@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import tempfile
 
 
 def fsync_file(path):
@@ -24,10 +25,14 @@ def atomic_write(path, mode="w", encoding="utf-8", newline=None):
     If the block raises, the temporary file is removed and `path` is left
     as it was.
     """
-    temporary = f"{path}.partial"
+    # A unique temporary name: two writers of one file (a run redrawing
+    # its curves while `keras-tfm plot` draws them) never share one.
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial",
+                                     dir=directory)
     kwargs = {} if "b" in mode else {"encoding": encoding, "newline": newline}
     try:
-        with open(temporary, mode, **kwargs) as f:
+        with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
