@@ -48,8 +48,12 @@ def describe(help, default=None, choices=None):
 def add_config_flags(parser, config_class, skip=()):
     """One flag per config field, named after it, with the field's help,
     default and choices. Flags default to `None` (meaning "not given"), so
-    that a preset or config file can supply the value instead."""
-    for field in dataclasses.fields(config_class):
+    that a preset or config file can supply the value instead. The class's
+    own fields come first (data and task), then the shared ones."""
+    own = set(getattr(config_class, "__annotations__", {}))
+    fields = sorted(dataclasses.fields(config_class),
+                    key=lambda f: f.name not in own)
+    for field in fields:
         if field.name in skip:
             continue
         flag = "--" + field.name.replace("_", "-")

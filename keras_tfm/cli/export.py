@@ -51,7 +51,14 @@ def add_parser(commands):
 
 def run(args):
     from keras_tfm.export import export_run
+    from keras_tfm.tasks.finetune import run_kind
+    from keras_tfm.training.run import check_run_directory
 
+    check_run_directory(args.run_dir)
+    if run_kind(args.run_dir) != "pretrain":
+        from keras_tfm.export.tasks import export_task_run
+
+        export_run = export_task_run  # noqa: F811
     report = export_run(
         args.run_dir,
         formats=args.format,

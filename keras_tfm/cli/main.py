@@ -13,21 +13,36 @@ import sys
 from keras_tfm.cli import benchmark
 from keras_tfm.cli import evaluate
 from keras_tfm.cli import export
+from keras_tfm.cli import finetune
 from keras_tfm.cli import generate
+from keras_tfm.cli import plot
+from keras_tfm.cli import predict
 from keras_tfm.cli import pretrain
 from keras_tfm.errors import UserError
 
 SUBCOMMANDS = {
     "pretrain": pretrain,
+    "finetune": finetune,
     "evaluate": evaluate,
     "generate": generate,
+    "predict": predict,
     "export": export,
+    "plot": plot,
     "benchmark": benchmark,
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (naming the flag and the
+    value) instead of the usage text, like every other keras-tfm error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} "
+                     "--help`)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="keras-tfm",
         description="Pre-train, fine-tune, evaluate, export and benchmark "
         "Transformer models (TensorFlow + Keras 3).",

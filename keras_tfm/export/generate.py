@@ -2,6 +2,7 @@
 
 import os
 
+from keras_tfm import _startup
 from keras_tfm.errors import UserError
 from keras_tfm.export import decoder
 from keras_tfm.export import tflite
@@ -41,7 +42,9 @@ def generate_from_run(run_dir, prompt="", max_new_tokens=200,
             f"'{path}' is not a TFLite file the interpreter can load "
             f"({str(e).splitlines()[0]}): export the run again."
         ) from None
-    ids = decoder.generate_ids(
-        runner, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
-    )
+    with _startup.quiet_stderr():
+        ids = decoder.generate_ids(
+            runner, prompt_ids, max_new_tokens, temperature, top_k, top_p,
+            seed,
+        )
     return tokenizer.decode(ids)

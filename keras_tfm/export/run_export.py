@@ -19,26 +19,25 @@ place at the end, so a failed conversion leaves nothing behind.
 """
 
 import os
-import shutil
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from keras_tfm import files
 from keras_tfm import generation
 from keras_tfm.errors import UserError
 from keras_tfm.export import decoder
 from keras_tfm.export import saved_model
 from keras_tfm.export import text_tflite
 from keras_tfm.export import tflite
+from keras_tfm.export.staging import FORMATS
+from keras_tfm.export.staging import QUANTIZATIONS
+from keras_tfm.export.staging import check_export_arguments
+from keras_tfm.export.staging import staged_export
 from keras_tfm.metrics import bits_per_byte as bits_per_byte_formula
 from keras_tfm.tasks.language_model import load_run
 from keras_tfm.tasks.language_model import run_data
-from keras_tfm.training import run_directory
 
-FORMATS = ("savedmodel", "tflite")
-QUANTIZATIONS = tflite.QUANTIZATIONS
 TFLITE_NAMES = {
     "none": "model_float32.tflite",
     "float16": "model_float16.tflite",
@@ -54,14 +53,6 @@ DECODER_CHECK_TOKENS = 32
 # calibration.
 EVALUATION_WINDOWS = 32
 CALIBRATION_WINDOWS = 64
-
-
-def _check_choices(values, allowed, what):
-    for value in values:
-        if value not in allowed:
-            raise UserError(
-                f"unknown {what} '{value}': use {', '.join(allowed)}."
-            )
 
 
 def bits_per_byte(token_nll, windows, pad_id):
@@ -88,51 +79,6 @@ def _token_nll(logits, targets):
 # with a one-line reason, recorded under "dropped" in the report.
 BITS_PER_BYTE_TOLERANCE = {"float16": 0.01, "dynamic": 0.01, "int8": 0.02}
 FLOAT_LOGIT_TOLERANCE = 1e-3
-REPORT = "export_report.json"
-
-
-def check_export_arguments(run_dir, formats, quantize, output, version,
-                           overwrite):
-    """Every argument a user can get wrong, before anything is loaded."""
-    if not formats:
-        raise UserError(
-            f"--format names no format: use one or more of "
-            f"{', '.join(FORMATS)}, comma-separated."
-        )
-    _check_choices(formats, FORMATS, "format")
-    if "tflite" in formats and not quantize:
-        raise UserError(
-            f"--quantize names no variant: use one or more of "
-            f"{', '.join(QUANTIZATIONS)}, comma-separated."
-        )
-    _check_choices(quantize, QUANTIZATIONS, "quantization")
-    if isinstance(version, bool) or not isinstance(version, int) or (
-        version < 1
-    ):
-        raise UserError(
-            f"--version must be a positive integer (TF Serving serves "
-            f"numbered version directories); got {version}."
-        )
-    run_directory.check_output_directory(output, "--output")
-    real_output = os.path.realpath(output)
-    real_run = os.path.realpath(run_dir)
-    if real_run == real_output or real_run.startswith(real_output + os.sep):
-        raise UserError(
-            f"--output '{output}' is the run directory or holds it: pass a "
-            "directory of its own (default: RUN_DIR/export)."
-        )
-    if os.path.isdir(output) and os.listdir(output):
-        if not os.path.isfile(os.path.join(output, REPORT)):
-            raise UserError(
-                f"--output '{output}' is not empty and holds no earlier "
-                f"export ({REPORT} is missing): keras-tfm replaces only its "
-                "own exports; pass an empty or new directory."
-            )
-        if not overwrite:
-            raise UserError(
-                f"'{output}' already holds an export: pass --overwrite to "
-                "replace it, or --output for another directory."
-            )
 
 
 def export_run(
@@ -146,7 +92,8 @@ def export_run(
     allow_flex=False,
     log=print,
 ):
-    """Exports a finished run; returns the report (also written as JSON).
+    """Exports a finished pre-training run; returns the report (also
+    written as JSON).
 
     Paths in the report are relative to the export directory. `overwrite`
     replaces an earlier export only (a directory with its report), never
@@ -158,28 +105,15 @@ def export_run(
                            overwrite)
     config, tokenizer, model = load_run(run_dir)
     model_name = model_name or os.path.basename(os.path.abspath(run_dir))
-    parent = os.path.dirname(os.path.abspath(output))
-    created = run_directory.make_directory(parent, "--output")
-    lock = run_directory.DirectoryLock(
-        os.path.join(parent, f".{os.path.basename(os.path.abspath(output))}"
-                     ".keras-tfm.lock"),
-        what="export directory", flag="--output",
+    return staged_export(
+        run_dir, output, formats, quantize, version, overwrite,
+        lambda staging: _export(run_dir, config, tokenizer, model, formats,
+                                quantize, staging, model_name, version,
+                                allow_flex, log),
     )
-    try:
-        with lock:
-            # Checked again under the lock: another export may have
-            # written it meanwhile.
-            check_export_arguments(run_dir, formats, quantize, output,
-                                   version, overwrite)
-            report = _export(run_dir, config, tokenizer, model, formats,
-                             quantize, output, model_name, version,
-                             allow_flex, log)
-    finally:
-        run_directory.remove_if_only_lock(created)
-    return report
 
 
-def _export(run_dir, config, tokenizer, model, formats, quantize, output,
+def _export(run_dir, config, tokenizer, model, formats, quantize, staging,
             model_name, version, allow_flex, log):
     lm_data = run_data(config, tokenizer)
     windows = lm_data.validation
@@ -206,42 +140,31 @@ def _export(run_dir, config, tokenizer, model, formats, quantize, output,
             _token_nll(keras_logits, held_out.tokens[:, 1:]), held_out, pad_id
         )
 
-    staging = output.rstrip(os.sep) + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    try:
-        tokenizer.save(staging)
-        if "savedmodel" in formats:
-            report["files"].append(_export_saved_model(
-                model, tokenizer, config, staging, model_name, version,
-                held_out, keras_logits, log,
+    tokenizer.save(staging)
+    if "savedmodel" in formats:
+        report["files"].append(_export_saved_model(
+            model, tokenizer, config, staging, model_name, version,
+            held_out, keras_logits, log,
+        ))
+    if "tflite" in formats:
+        # Calibrate on training text, never on the held-out windows.
+        calibration = lm_data.train.tokens[:CALIBRATION_WINDOWS, :-1]
+        for quantization in quantize:
+            report["files"].append(_export_tflite(
+                model, config, staging, quantization, allow_flex,
+                calibration, held_out, keras_logits, pad_id, log,
             ))
-        if "tflite" in formats:
-            # Calibrate on training text, never on the held-out windows.
-            calibration = lm_data.train.tokens[:CALIBRATION_WINDOWS, :-1]
-            for quantization in quantize:
-                report["files"].append(_export_tflite(
-                    model, config, staging, quantization, allow_flex,
-                    calibration, held_out, keras_logits, pad_id, log,
-                ))
-            if config.objective == "causal":
-                report["files"].append(_export_decoder(
-                    model, staging, allow_flex, held_out, keras_logits,
-                    pad_id, log,
-                ))
-            if config.objective == "causal" and config.tokenizer == "byte":
-                report["files"].append(_export_text_model(
-                    model, tokenizer, staging, log,
-                ))
-        _compare_sizes(report["files"])
-        _apply_tolerances(report, staging, log)
-        files.write_json(os.path.join(staging, REPORT), report)
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    report["output"] = output
+        if config.objective == "causal":
+            report["files"].append(_export_decoder(
+                model, staging, allow_flex, held_out, keras_logits,
+                pad_id, log,
+            ))
+        if config.objective == "causal" and config.tokenizer == "byte":
+            report["files"].append(_export_text_model(
+                model, tokenizer, staging, log,
+            ))
+    _compare_sizes(report["files"])
+    _apply_tolerances(report, staging, log)
     return report
 
 

@@ -6,6 +6,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def current_step(model):
@@ -40,6 +41,18 @@ class SigtermFlag:
         signal.signal(signal.SIGTERM, self._previous)
 
 
+def _sigterm_on_any_worker(received):
+    """Whether any worker of a multi-worker job received SIGTERM.
+
+    Every worker must stop at the same step (the others would wait in the
+    next step's all-reduce forever), so the workers agree on each step's
+    decision with one small all-reduce of their flags.
+    """
+    strategy = tf.distribute.get_strategy()
+    flags = strategy.run(lambda: tf.constant(1.0 if received else 0.0))
+    return float(strategy.reduce("SUM", flags, axis=None)) > 0
+
+
 class StepMonitor(keras.callbacks.Callback):
     """Per optimizer step: NaN guard, timing, checkpoints, SIGTERM.
 
@@ -52,9 +65,10 @@ class StepMonitor(keras.callbacks.Callback):
     - Training time counts between consecutive step ends, so each `fit`
       call's first step (tracing and XLA compilation) is left out and
       timed on its own (`state.first_step_seconds`, the run's first).
-    - Every `checkpoint_every` steps, `save(step, interval_loss)` writes a
-      checkpoint; on SIGTERM the current step is saved and training stops
-      (`self.preempted`).
+    - Every `checkpoint_every` steps, `save(step)` writes a checkpoint; on
+      SIGTERM the current step is saved and training stops
+      (`self.preempted`); under MultiWorkerMirroredStrategy when any worker
+      received it, so that all stop at the same step.
 
     Args:
         state: the loop's `LoopState`, updated in place.
@@ -79,6 +93,13 @@ class StepMonitor(keras.callbacks.Callback):
         self.fit_loss = 0.0
         self._begin = time.perf_counter()
         self._last_end = None
+
+    def _sigterm_anywhere(self):
+        strategy = self.model.distribute_strategy
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            with strategy.scope():
+                return _sigterm_on_any_worker(self.sigterm.received)
+        return self.sigterm.received
 
     @property
     def fit_steps(self):
@@ -108,7 +129,7 @@ class StepMonitor(keras.callbacks.Callback):
         self._last_end = now
         self.last_step = step
         self.fit_loss = loss
-        if self.sigterm.received:
+        if self._sigterm_anywhere():
             self.save(step)
             self.preempted = True
             self.model.stop_training = True

@@ -33,39 +33,9 @@ def field(default, help, choices=None):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything a pre-training run depends on.
+class ModelSettings:
+    """The architecture fields every run config shares."""
 
-    The defaults are the `small` preset: the main job, which trains in about
-    three minutes on two CPU cores (0.8 M parameters, 6 M tokens, about 14
-    passes over the 0.47 MB default corpus). Presets in `keras_tfm/configs/*.json`
-    and `--config FILE` override any field; command-line flags override
-    those. The resolved config is saved as `config.json` in the run
-    directory.
-    """
-
-    # --- Data ---
-    data: tuple = field(
-        (), "text files or globs (UTF-8, .gz too), or a directory written by "
-        "`keras-tfm prepare`; empty: Python's own pydoc_data topics")
-    validation_fraction: float = field(
-        0.1, "share of the corpus (in blocks of consecutive windows) held "
-        "out for validation")
-    tokenizer: str = field(
-        "byte", "byte (260 ids, nothing unknown) or wordpiece (trained on the "
-        "corpus)", TOKENIZERS)
-    vocabulary_size: int = field(
-        2000, "target WordPiece vocabulary size, special tokens included")
-    # Windows of a prepared corpus cross document boundaries ("concat") or
-    # attend within their own document only ("documents").
-    packing: str = field(
-        "concat", "concat: windows run across documents; documents: a token "
-        "attends only within its own document (prepared corpora)", PACKINGS)
-
-    # --- Model ---
-    objective: str = field(
-        "causal", "causal (GPT-style next token) or masked (BERT-style MLM)",
-        OBJECTIVES)
     sequence_length: int = field(
         128, "tokens per training sequence; the model's max_sequence_length")
     num_layers: int = field(4, "Transformer blocks")
@@ -94,6 +64,11 @@ class TrainConfig:
     activation: str = field(
         "gelu_approximate", "feed-forward activation: gelu_approximate (tanh "
         "GELU), gelu, relu, silu or any Keras activation name")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The optimization, loop and runtime fields every run config shares."""
 
     # --- Optimization ---
     batch_size: int = field(32, "global batch in sequences per optimizer step "
@@ -151,6 +126,49 @@ class TrainConfig:
                             "preset>-<objective>)")
     verbose: int = field(1, "1: progress bar, 2: one line per evaluation, 0: "
                          "silent", (0, 1, 2))
+
+    def resolved_warmup_steps(self):
+        if self.warmup_steps >= 0:
+            return self.warmup_steps
+        return min(100, self.max_steps // 10)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(RunSettings, ModelSettings):
+    """Everything a pre-training run depends on.
+
+    The defaults are the `small` preset: the main job, which trains in about
+    three minutes on two CPU cores (0.8 M parameters, 6 M tokens, about 14
+    passes over the 0.47 MB default corpus). Presets in
+    `keras_tfm/configs/*.json` and `--config FILE` override any field;
+    command-line flags override those. The resolved config is saved as
+    `config.json` in the run directory.
+    """
+
+    # --- Data ---
+    data: tuple = field(
+        (), "text files or globs (UTF-8, .gz too), or a directory written by "
+        "`keras-tfm prepare`; empty: Python's own pydoc_data topics")
+    validation_fraction: float = field(
+        0.1, "share of the corpus (in blocks of consecutive windows) held "
+        "out for validation")
+    tokenizer: str = field(
+        "byte", "byte (260 ids, nothing unknown) or wordpiece (trained on the "
+        "corpus)", TOKENIZERS)
+    vocabulary_size: int = field(
+        2000, "target WordPiece vocabulary size, special tokens included")
+    # Windows of a prepared corpus cross document boundaries ("concat") or
+    # attend within their own document only ("documents").
+    packing: str = field(
+        "concat", "concat: windows run across documents; documents: a token "
+        "attends only within its own document (prepared corpora)", PACKINGS)
+
+    # --- Objective ---
+    objective: str = field(
+        "causal", "causal (GPT-style next token) or masked (BERT-style MLM)",
+        OBJECTIVES)
+
+    # --- Output ---
     sample_tokens: int = field(200, "tokens generated as a sample at the end "
                                "(0: none)")
     sample_prompt: str = field("", "the sample's prompt (default: the start "
@@ -165,11 +183,6 @@ class TrainConfig:
         config = dataclasses.asdict(self)
         config["data"] = list(self.data)
         return config
-
-    def resolved_warmup_steps(self):
-        if self.warmup_steps >= 0:
-            return self.warmup_steps
-        return min(100, self.max_steps // 10)
 
 
 def check(condition, message):
@@ -270,22 +283,34 @@ def check_architecture(config):
         ) from None
 
 
-def validate(config):
-    """Raises `ConfigError` naming the first value that cannot work."""
-    check_choices(config, (
-        "tokenizer", "objective", "position_embedding", "jit_compile",
-        "strategy", "precision", "packing", "verbose",
-    ))
+def validate_model_settings(config):
+    check_choices(config, ("position_embedding",))
     check_positive_ints(config, (
         "sequence_length", "num_layers", "num_heads", "hidden_dim",
-        "intermediate_dim", "batch_size", "max_steps", "eval_every",
-        "eval_batches", "vocabulary_size", "grad_accum_steps",
-    ))
-    check_non_negative_ints(config, (
-        "cpu_devices", "checkpoint_every", "sample_tokens", "batch_splits",
+        "intermediate_dim",
     ))
     check_architecture(config)
+
+
+def validate_run_settings(config):
+    check_choices(config, ("jit_compile", "strategy", "precision", "verbose"))
+    check_positive_ints(config, (
+        "batch_size", "max_steps", "eval_every", "eval_batches",
+        "grad_accum_steps",
+    ))
+    check_non_negative_ints(config, (
+        "cpu_devices", "checkpoint_every", "batch_splits",
+    ))
     check_optimization(config)
+
+
+def validate(config):
+    """Raises `ConfigError` naming the first value that cannot work."""
+    validate_model_settings(config)
+    validate_run_settings(config)
+    check_choices(config, ("tokenizer", "objective", "packing"))
+    check_positive_ints(config, ("vocabulary_size",))
+    check_non_negative_ints(config, ("sample_tokens",))
     check(
         0.0 < config.validation_fraction < 1.0,
         "validation_fraction must be between 0 and 1; got "

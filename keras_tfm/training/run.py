@@ -16,6 +16,7 @@ and model to a scratch directory that is deleted at the end, since saving
 can need every worker.
 """
 
+import math
 import os
 import shutil
 import tempfile
@@ -138,9 +139,7 @@ def with_nulls_explained(metrics):
     (None or not finite), which JSON writes as null."""
     notes = dict(metrics.get("notes") or {})
     for key, value in metrics.items():
-        if isinstance(value, float) and not value == value or value in (
-            float("inf"), float("-inf")
-        ):
+        if isinstance(value, float) and not math.isfinite(value):
             notes.setdefault(key, "not finite; written as null")
         elif value is None and key in EXPLAINED_NULLS:
             notes.setdefault(key, EXPLAINED_NULLS[key])
@@ -182,15 +181,15 @@ def load_model(run_dir, name="model.keras", command="pretrain"):
             f"no model in '{run_dir}' ({name} is missing): pass the "
             "--output-dir of a finished keras-tfm run."
         )
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"'{path}' is damaged (not a complete .keras archive; was the "
+            "run killed while copying it?): restore it, or retrain the run "
+            "with --restart."
+        )
     try:
         return keras.models.load_model(path, compile=False)
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
-        raise UserError(
-            f"'{path}' is damaged ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else 'unreadable'}): "
-            "restore it, or retrain the run with --restart."
-        ) from None
-    except (ValueError, TypeError) as e:
+    except Exception as e:  # Keras raises many types for a bad archive
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "safe_mode" in str(e) or "lambda" in str(e).lower():
             raise UserError(
@@ -201,6 +200,20 @@ def load_model(run_dir, name="model.keras", command="pretrain"):
                 "..., safe_mode=False) if you trust it."
             ) from None
         raise UserError(
-            f"'{path}' cannot be loaded ({message}): restore it, or retrain "
-            "the run with --restart."
+            f"'{path}' is damaged ({type(e).__name__}: {message}): restore "
+            "it, or retrain the run with --restart."
         ) from None
+
+
+def check_run_directory(run_dir):
+    """A one-line error unless `run_dir` is a keras-tfm run directory."""
+    if not os.path.isdir(run_dir):
+        raise UserError(
+            f"no run directory '{run_dir}': pass the --output-dir of a "
+            "keras-tfm run."
+        )
+    if not os.path.isfile(os.path.join(run_dir, "config.json")):
+        raise UserError(
+            f"'{run_dir}' is not a keras-tfm run (no config.json): pass the "
+            "--output-dir of a keras-tfm run."
+        )

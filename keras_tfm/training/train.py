@@ -33,6 +33,7 @@ from keras_tfm.errors import UserError
 from keras_tfm.metrics import bits_per_byte
 from keras_tfm.metrics import evaluate_windows
 from keras_tfm.metrics import unigram_bits_per_byte
+from keras_tfm.training import plots
 from keras_tfm.training.config import TrainConfig
 from keras_tfm.training.config import differences
 from keras_tfm.training.config import load_run_config
@@ -355,6 +356,7 @@ def _run(config, trainer, tokenizer, lm_data, strategy, writer, state,
             start_step=step * config.grad_accum_steps,
         )
 
+    writer.on_record.append(plots.history_hook)
     loop = writer.loop(
         trainer, state, config,
         train_dataset=train_dataset,

@@ -1,11 +1,7 @@
-"""Checkpoints, kills, resume, divergence, precision and accumulation."""
+"""Checkpoints, resume, divergence, precision and accumulation (kills and
+SIGTERM at every phase of a run: test_run_end.py)."""
 
-import json
 import os
-import re
-import signal
-import subprocess
-import time
 
 import h5py
 import keras
@@ -19,109 +15,6 @@ from keras_tfm.training import make_config
 from keras_tfm.training import train
 
 TEXTS = ["to be or not to be, that is the question. " * 30] * 4
-
-# Long enough to be killed mid-run: ~10 ms steps, evaluations every 100.
-LONG_RUN = ["pretrain", "--config", "tiny", "--max-steps", "400",
-            "--eval-every", "100", "--checkpoint-every", "20",
-            "--sequence-length", "64", "--batch-size", "16",
-            "--sample-tokens", "0", "--verbose", "2", "--deterministic"]
-
-
-def long_run(run_dir, data):
-    return ["keras-tfm", *LONG_RUN, "--data", data, "--output-dir", str(run_dir)]
-
-
-def start(command):
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-def wait_for_checkpoint(process, run_dir, min_step, timeout=120):
-    deadline = time.time() + timeout
-    while True:
-        steps = checkpoints.list_steps(str(run_dir / "checkpoints"))
-        if steps and steps[-1] >= min_step:
-            return steps[-1]
-        if process.poll() is not None:
-            pytest.fail("the run ended before it could be interrupted")
-        if time.time() > deadline:
-            process.kill()
-            pytest.fail("no checkpoint in time")
-        time.sleep(0.02)
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, shakespeare_path):
-    run_dir = tmp_path_factory.mktemp("whole") / "run"
-    result = subprocess.run(long_run(run_dir, shakespeare_path),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return run_dir
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result(
-    tmp_path, shakespeare_path, uninterrupted
-):
-    run_dir = tmp_path / "run"
-    process = start(long_run(run_dir, shakespeare_path))
-    killed_after = wait_for_checkpoint(process, run_dir, min_step=120)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert not (run_dir / "metrics.json").exists()
-    assert not (run_dir / "model.keras").exists()
-
-    result = subprocess.run(long_run(run_dir, shakespeare_path),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    resumed = [line for line in result.stdout.splitlines()
-               if line.startswith("resumed from step")]
-    assert resumed, result.stdout[-2000:]
-    assert int(resumed[0].split()[-1]) >= killed_after
-
-    whole = read_json(uninterrupted / "metrics.json")
-    again = read_json(run_dir / "metrics.json")
-    assert again["steps"] == whole["steps"] == 400
-    # Same model, optimizer, schedule and data position: the same numbers.
-    for key in ("val_loss", "train_loss", "val_bits_per_byte"):
-        np.testing.assert_allclose(again[key], whole[key], rtol=0, atol=1e-5)
-    with open(uninterrupted / "history.csv") as f:
-        whole_rows = f.read().splitlines()
-    with open(run_dir / "history.csv") as f:
-        rows = f.read().splitlines()
-    # Steps and validation losses are identical. (An interval's train_loss
-    # averages the steps this process ran, so the interval that was
-    # interrupted averages only the steps after the resume.)
-    def step_and_val_loss(lines):
-        return [(r.split(",")[0], r.split(",")[2]) for r in lines]
-
-    assert step_and_val_loss(rows) == step_and_val_loss(whole_rows)
-
-
-@pytest.mark.slow
-def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, shakespeare_path):
-    run_dir = tmp_path / "run"
-    process = start(long_run(run_dir, shakespeare_path))
-    first = wait_for_checkpoint(process, run_dir, min_step=20)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=60)
-    # 128 + SIGTERM: `pretrain && export` does not go on with a stopped run.
-    assert process.returncode == 143, output[-2000:]
-    assert "Traceback" not in output
-    stopped = [line for line in output.splitlines() if "stopped by SIGTERM" in line]
-    assert stopped, output[-2000:]
-    step = int(re.search(r"at step (\d+)", stopped[0]).group(1))
-    assert step >= first
-    assert checkpoints.list_steps(str(run_dir / "checkpoints"))[-1] == step
-    assert checkpoints.verify(str(run_dir / "checkpoints"), step) is None
-    assert not (run_dir / "metrics.json").exists()
-
 
 def small_model():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
