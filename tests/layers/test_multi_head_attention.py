@@ -164,3 +164,31 @@ def test_bounded_masking_equals_the_usual_softmax():
     bounded = np.asarray(layer(x, use_causal_mask=True))
     np.testing.assert_allclose(bounded[:, :-1], usual[:, :-1], atol=1e-4)
     assert "bounded_masking" not in layer.get_config()
+
+
+def test_cache_with_a_padding_mask_equals_the_full_pass():
+    # Left-padded prompts, as a batch of prompts of different lengths is
+    # decoded: the cache holds the pads' keys too, and the padding mask
+    # (over the cache's length) must hide them at every step.
+    layer, weights = built_layer()
+    x = random_inputs((BATCH, 6, HIDDEN))
+    padding = np.ones((BATCH, 6), bool)
+    padding[1, :2] = False
+    full = np.asarray(layer(x, padding_mask=padding, use_causal_mask=True))
+    # NumPy, independently: causal and padding masks combined.
+    mask = causal_mask(BATCH, 6) & padding[:, None, :]
+    expected = attention(x, *weights, HEADS, mask)
+    real = padding  # queries at pads attend to nothing; compare real ones
+    np.testing.assert_allclose(full[real], expected[real], atol=1e-5)
+
+    cache = np.zeros((BATCH, 2, 6, HEADS, HIDDEN // HEADS), "float32")
+    out, cache = layer(x[:, :3], padding_mask=padding, use_causal_mask=True,
+                       cache=cache, cache_update_index=0)
+    steps = [np.asarray(out)]
+    for t in range(3, 6):
+        out, cache = layer(x[:, t:t + 1], padding_mask=padding,
+                           use_causal_mask=True, cache=cache,
+                           cache_update_index=t)
+        steps.append(np.asarray(out))
+    cached = np.concatenate(steps, axis=1)
+    np.testing.assert_allclose(cached[real], expected[real], atol=1e-5)
