@@ -17,10 +17,12 @@ from keras_tfm.cli import finetune
 from keras_tfm.cli import generate
 from keras_tfm.cli import plot
 from keras_tfm.cli import predict
+from keras_tfm.cli import prepare
 from keras_tfm.cli import pretrain
 from keras_tfm.errors import UserError
 
 SUBCOMMANDS = {
+    "prepare": prepare,
     "pretrain": pretrain,
     "finetune": finetune,
     "evaluate": evaluate,

@@ -67,7 +67,17 @@ def read_text_file(path):
 
 
 def load_corpus(patterns=None):
-    """`(name, text)` documents: one per file, or the default corpus."""
+    """`(name, text)` documents in memory: one per plain text file, one per
+    line of a JSON Lines file (`.jsonl`, the text in its "text" field),
+    gzip-compressed or not; or the default corpus."""
+    from keras_tfm.data import readers
+
     if not patterns:
         return default_corpus()
-    return [(path, read_text_file(path)) for path in expand_patterns(patterns)]
+    documents = []
+    for path in expand_patterns(patterns):
+        if readers.is_gzip(path) or readers.input_format(path) == "jsonl":
+            documents.extend(readers.read_documents([path]))
+        else:
+            documents.append((path, read_text_file(path)))
+    return documents
