@@ -115,7 +115,7 @@ def export_run(
 
 def _export(run_dir, config, tokenizer, model, formats, quantize, staging,
             model_name, version, allow_flex, log):
-    lm_data = run_data(config, tokenizer)
+    lm_data = run_data(config, tokenizer, run_dir)
     windows = lm_data.validation
     held_out = windows.subset(np.arange(min(EVALUATION_WINDOWS, len(windows))))
     inputs = held_out.tokens[:, :-1]
@@ -148,18 +148,22 @@ def _export(run_dir, config, tokenizer, model, formats, quantize, staging,
         ))
     if "tflite" in formats:
         # Calibrate on training text, never on the held-out windows.
-        calibration = lm_data.train.tokens[:CALIBRATION_WINDOWS, :-1]
+        calibration = lm_data.calibration.tokens[:CALIBRATION_WINDOWS, :-1]
         for quantization in quantize:
             report["files"].append(_export_tflite(
                 model, config, staging, quantization, allow_flex,
                 calibration, held_out, keras_logits, pad_id, log,
             ))
-        if config.objective == "causal":
+        # The on-device decoder and text files take no document starts:
+        # a model that attends within documents is exported without them.
+        generates = (config.objective == "causal"
+                     and config.packing != "documents")
+        if generates:
             report["files"].append(_export_decoder(
                 model, staging, allow_flex, held_out, keras_logits,
                 pad_id, log,
             ))
-        if config.objective == "causal" and config.tokenizer == "byte":
+        if generates and config.tokenizer == "byte":
             report["files"].append(_export_text_model(
                 model, tokenizer, staging, log,
             ))

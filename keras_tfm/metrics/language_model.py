@@ -105,8 +105,14 @@ def unigram_bits_per_byte(train, validation, vocabulary_size):
     """
     counts = np.bincount(
         train.tokens[:, 1:].ravel(), minlength=vocabulary_size
-    ).astype(np.float64)
-    log_probability = np.log((counts + 1) / (counts.sum() + vocabulary_size))
+    )
+    return unigram_bits_per_byte_from_counts(counts, validation)
+
+
+def unigram_bits_per_byte_from_counts(counts, validation):
+    """The same baseline from token counts `(vocabulary_size,)`."""
+    counts = np.asarray(counts, np.float64)
+    log_probability = np.log((counts + 1) / (counts.sum() + len(counts)))
     nats = -log_probability[validation.tokens[:, 1:]].sum()
     return bits_per_byte(
         nats,

@@ -7,6 +7,7 @@ from keras_tfm import generation
 from keras_tfm import tokenizers
 from keras_tfm.errors import UserError
 from keras_tfm.metrics import evaluate_windows
+from keras_tfm.training import lm_corpus
 from keras_tfm.training import run
 from keras_tfm.training.config import TrainConfig
 from keras_tfm.training.config import load_run_config
@@ -29,17 +30,34 @@ def load_run(run_dir):
     return config, tokenizer, model
 
 
-def run_data(config, tokenizer):
-    """The run's train and validation windows, rebuilt from its corpus and
-    seed (`keras_tfm.data.LMData`)."""
+def run_data(config, tokenizer, run_dir=None):
+    """The run's corpus as it trained on it, with `.validation` (and
+    `.calibration`, training windows) rebuilt from its data and seed: a
+    `MemoryCorpus` or, for a prepared corpus, a `PreparedSource` (refused
+    if the corpus changed since the run recorded it)."""
+    directory = lm_corpus.prepared_directory(config.data)
+    if directory:
+        if run_dir:
+            lm_corpus.check_recorded_corpus(run_dir, directory)
+        return lm_corpus.PreparedSource(directory, config.sequence_length)
     texts = [text for _, text in data.load_corpus(config.data)]
-    return data.prepare_lm_data(
-        tokenizer,
-        texts,
-        config.sequence_length,
-        config.validation_fraction,
-        config.seed,
-    )
+    return lm_corpus.MemoryCorpus(config, tokenizer, texts)
+
+
+def prepared_windows(run_dir, config, tokenizer, directory):
+    """The validation windows of a prepared corpus, if it was tokenized
+    with the run's tokenizer."""
+    from keras_tfm.data.prepared import open_prepared
+
+    corpus = open_prepared(directory, verify=True)
+    if corpus.tokenizer().get_config() != tokenizer.get_config():
+        raise UserError(
+            f"'{directory}' was prepared with another tokenizer than "
+            f"'{run_dir}' trained with: prepare it again with the run's "
+            "tokenizer settings."
+        )
+    lm_corpus.check_recorded_corpus(run_dir, directory)
+    return corpus.validation_windows(config.sequence_length)
 
 
 def text_windows(config, tokenizer, patterns):
@@ -71,13 +89,16 @@ def evaluate_run(run_dir, patterns=None, batch_size=32):
     """
     if batch_size < 1:
         raise UserError("--batch-size must be a positive integer.")
-    if patterns:
+    directory = lm_corpus.prepared_directory(patterns or [])
+    if patterns and not directory:
         data.expand_patterns(patterns)  # a missing file, before loading
     config, tokenizer, model = load_run(run_dir)
-    if patterns:
+    if directory:
+        windows = prepared_windows(run_dir, config, tokenizer, directory)
+    elif patterns:
         windows = text_windows(config, tokenizer, patterns)
     else:
-        windows = run_data(config, tokenizer).validation
+        windows = run_data(config, tokenizer, run_dir).validation
     return evaluate_windows(
         model,
         windows,

@@ -324,6 +324,12 @@ def validate(config):
         all(isinstance(d, str) and d for d in config.data),
         "data must be a list of file paths or globs.",
     )
+    check(
+        config.packing != "documents" or config.position_embedding != "rotary",
+        "packing 'documents' restarts positions in every document, which "
+        "rotary embeddings do not support yet: use --position-embedding "
+        "learned or sinusoidal.",
+    )
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

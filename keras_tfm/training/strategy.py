@@ -107,6 +107,15 @@ def is_chief(strategy):
     return task_type == "worker" and task_id == 0 and "chief" not in cluster
 
 
+def num_workers(strategy):
+    """The processes of a multi-worker job (1 for single-process ones)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief",
+                                                                   [])))
+
+
 def strategy_name(strategy):
     """`"multi_worker"`, `"mirrored"`, `"tpu"` or `"default"`."""
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):

@@ -32,7 +32,7 @@ from keras_tfm.errors import ConfigError
 from keras_tfm.errors import UserError
 from keras_tfm.metrics import bits_per_byte
 from keras_tfm.metrics import evaluate_windows
-from keras_tfm.metrics import unigram_bits_per_byte
+from keras_tfm.training import lm_corpus
 from keras_tfm.training import plots
 from keras_tfm.training.config import TrainConfig
 from keras_tfm.training.config import differences
@@ -45,6 +45,7 @@ from keras_tfm.training.run import RunWriter
 from keras_tfm.training.strategy import autoclustering_active
 from keras_tfm.training.strategy import get_strategy
 from keras_tfm.training.strategy import is_chief
+from keras_tfm.training.strategy import num_workers
 from keras_tfm.training.strategy import resolve_batch_splits
 from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.strategy import strategy_name
@@ -58,6 +59,7 @@ RUN_FILES = (
     "logs",
     "history.csv",
     "curves.png",
+    "corpus.json",
     "model.keras",
     "sample.txt",
     "metrics.json",
@@ -154,6 +156,7 @@ def build_model(config, vocabulary_size, pad_token_id=0):
         tie_embeddings=config.tie_embeddings,
         use_bias=config.use_bias,
         activation=config.activation,
+        attend_within_documents=config.packing == "documents",
     )
     if config.objective == "causal":
         return models.CausalLM(**kwargs)
@@ -237,7 +240,12 @@ def train(config, strategy=None, dataset=None, restart=False):
     chief = is_chief(strategy)
     log = print if chief and config.verbose > 0 else (lambda *a, **k: None)
     run_dir = config.output_dir or default_output_dir(config)
-    if dataset is None:
+    prepared = None if dataset is not None else (
+        lm_corpus.prepared_directory(config.data))
+    if prepared:
+        # The prepared corpus fixes the tokenizer.
+        config = with_prepared_tokenizer(config, prepared)
+    elif dataset is None:
         data.expand_patterns(config.data)  # missing files, before anything
     if config.jit_compile == "autocluster" and not autoclustering_active():
         # Not an error: the run trains, with XLA fusing less.
@@ -252,20 +260,20 @@ def train(config, strategy=None, dataset=None, restart=False):
     writer = RunWriter(run_dir, RUN_FILES, chief=chief)
     with writer:
         resume = find_resume_point(run_dir, config, restart, log)
-        texts = load_texts(config, dataset)
-        if resume:
-            tokenizer = tokenizers.load_tokenizer(
-                os.path.join(run_dir, "tokenizer")
-            )
+        if prepared:
+            source = lm_corpus.PreparedSource(prepared, config.sequence_length)
+            if resume:
+                lm_corpus.check_recorded_corpus(run_dir, prepared)
+            tokenizer = source.tokenizer()
         else:
-            tokenizer = build_tokenizer(config, texts)
-        lm_data = data.prepare_lm_data(
-            tokenizer,
-            texts,
-            config.sequence_length,
-            config.validation_fraction,
-            config.seed,
-        )
+            texts = load_texts(config, dataset)
+            if resume:
+                tokenizer = tokenizers.load_tokenizer(
+                    os.path.join(run_dir, "tokenizer")
+                )
+            else:
+                tokenizer = build_tokenizer(config, texts)
+            source = lm_corpus.MemoryCorpus(config, tokenizer, texts)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
@@ -279,46 +287,72 @@ def train(config, strategy=None, dataset=None, restart=False):
         if chief and not resume:
             save_config(config, os.path.join(run_dir, "config.json"))
             tokenizer.save(os.path.join(run_dir, "tokenizer"))
+            if source.record:
+                files.write_json(
+                    os.path.join(run_dir, lm_corpus.CORPUS_FILE),
+                    source.record)
         if resume:
             trainer.load_weights(resume[1])
             log(f"resumed from step {resume[0]}")
         state = (
             LoopState.from_dict(resume[0], resume[2]) if resume else LoopState()
         )
-        return _run(config, trainer, tokenizer, lm_data, strategy, writer,
+        return _run(config, trainer, tokenizer, source, strategy, writer,
                     state, chief, log)
 
 
-def _periodic_validation(config, lm_data, tokenizer):
+def with_prepared_tokenizer(config, directory):
+    """`config` with the tokenizer of the prepared corpus in `directory`
+    (which fixes it); a conflicting explicit choice is an error."""
+    import dataclasses
+
+    from keras_tfm.data.prepared import open_prepared
+
+    record = open_prepared(directory, verify=False).manifest["tokenizer"]
+    return dataclasses.replace(
+        config, tokenizer=record["type"],
+        vocabulary_size=record["vocabulary_size"],
+    )
+
+
+def _periodic_validation(config, validation, tokenizer):
     """The validation batches each periodic evaluation sees (the first
-    `eval_batches`), their dataset and their token and byte counts."""
-    val_batch = min(config.batch_size, len(lm_data.validation))
-    val_batches = min(config.eval_batches, len(lm_data.validation) // val_batch)
+    `eval_batches`), their dataset and their token and byte counts.
+
+    A batch is an optimizer step's sequences (accumulated batches
+    included), so a run that accumulates sees the same windows as one
+    that takes the same step in one batch.
+    """
+    val_batch = min(config.batch_size * config.grad_accum_steps,
+                    len(validation))
+    val_batches = min(config.eval_batches, len(validation) // val_batch)
     val_ds = data.make_dataset(
-        lm_data.validation,
+        validation,
         val_batch,
         config.objective,
         tokenizer,
         training=False,
         seed=config.seed,
     )
-    seen = lm_data.validation.subset(np.arange(val_batches * val_batch))
+    seen = validation.subset(np.arange(val_batches * val_batch))
     return val_ds, val_batches, seen
 
 
-def _run(config, trainer, tokenizer, lm_data, strategy, writer, state,
+def _run(config, trainer, tokenizer, source, strategy, writer, state,
          chief, log):
     model = trainer.model
     sequences_per_step = config.batch_size * config.grad_accum_steps
     tokens_per_step = sequences_per_step * config.sequence_length
-    val_ds, val_batches, seen = _periodic_validation(config, lm_data, tokenizer)
+    validation = source.validation
+    val_ds, val_batches, seen = _periodic_validation(config, validation,
+                                                     tokenizer)
     final_holder = {}
 
     def evaluate(step, final):
         if final:
             figures = evaluate_windows(
                 model,
-                lm_data.validation,
+                validation,
                 config.objective,
                 tokenizer,
                 batch_size=config.batch_size,
@@ -345,15 +379,10 @@ def _run(config, trainer, tokenizer, lm_data, strategy, writer, state,
         }
 
     def train_dataset(step):
-        return data.make_dataset(
-            lm_data.train,
-            config.batch_size,
-            config.objective,
-            tokenizer,
-            training=True,
-            seed=config.seed,
-            # grad_accum_steps batches of batch_size make one step.
-            start_step=step * config.grad_accum_steps,
+        # grad_accum_steps batches of batch_size make one step.
+        return source.train_dataset(
+            config, tokenizer, step * config.grad_accum_steps,
+            num_workers=num_workers(strategy),
         )
 
     writer.on_record.append(plots.history_hook)
@@ -375,7 +404,7 @@ def _run(config, trainer, tokenizer, lm_data, strategy, writer, state,
         sample = None
         if chief and config.objective == "causal" and config.sample_tokens > 0:
             loop.check_sigterm("the sample")
-            sample = write_sample(model, tokenizer, lm_data, config,
+            sample = write_sample(model, tokenizer, validation, config,
                                   writer.out_dir)
         state = loop.state
         metrics = {
@@ -385,9 +414,6 @@ def _run(config, trainer, tokenizer, lm_data, strategy, writer, state,
             "val_tokens": final["tokens"],
             "val_bytes": final["bytes"],
             "val_unknown_rate": final["unknown_rate"],
-            "unigram_bits_per_byte": unigram_bits_per_byte(
-                lm_data.train, lm_data.validation, tokenizer.vocabulary_size
-            ),
             # The mean train loss of the last evaluation interval.
             "train_loss": loop.last_train_loss,
             "steps": config.max_steps,
@@ -418,10 +444,7 @@ def _run(config, trainer, tokenizer, lm_data, strategy, writer, state,
             "autocluster": (
                 config.jit_compile == "autocluster" and autoclustering_active()
             ),
-            "corpus_tokens": lm_data.stats["corpus_tokens"],
-            "corpus_bytes": lm_data.stats["corpus_bytes"],
-            "train_sequences": lm_data.stats["train_sequences"],
-            "validation_sequences": lm_data.stats["validation_sequences"],
+            **source.stats(tokenizer),
             "sample": sample,
             "run_dir": writer.run_dir,
         }
@@ -434,13 +457,13 @@ def _run(config, trainer, tokenizer, lm_data, strategy, writer, state,
         return writer.finish(metrics)
 
 
-def write_sample(model, tokenizer, lm_data, config, run_dir):
+def write_sample(model, tokenizer, validation, config, run_dir):
     """Generates `config.sample_tokens` tokens and saves them."""
     if config.sample_prompt:
         prompt_ids = tokenizer.encode(config.sample_prompt)
     else:
         # The start of a held-out sequence, so the sample is not memorized.
-        prompt_ids = lm_data.validation.tokens[0, : config.sequence_length // 4]
+        prompt_ids = validation.tokens[0, : config.sequence_length // 4]
         prompt_ids = prompt_ids.tolist()
     sampler = generation.make_sampler(
         temperature=0.8, top_k=40, seed=config.seed
