@@ -25,7 +25,12 @@ def _compile_generate(model, sampler):
         model = model_ref()
         # Feed the token at index - 1; its logits predict position index.
         token = prompt[:, index - 1 : index]
-        logits, hidden, cache = model.call_with_cache(token, cache, index - 1)
+        document_start = None
+        if getattr(model, "attend_within_documents", False):
+            document_start = current_document_start(prompt, index - 1)
+        logits, hidden, cache = model.call_with_cache(
+            token, cache, index - 1, document_start=document_start
+        )
         return logits[:, 0, :], hidden[:, 0, :], cache
 
     @tf.function(
@@ -53,6 +58,15 @@ def _compile_generate(model, sampler):
         )
 
     return generate
+
+
+def current_document_start(buffer, position, eos_id=3):
+    """`(batch,)`: where the document of the token at `position` starts:
+    one past the last `[EOS]` before it (0 if none)."""
+    positions = tf.range(tf.shape(buffer)[1])[None, :]
+    before = tf.logical_and(tf.equal(buffer, eos_id), positions < position)
+    last = tf.reduce_max(tf.where(before, positions, -1), axis=1)
+    return last + 1
 
 
 # model -> its compiled greedy generation loop.

@@ -22,13 +22,17 @@ def merge_attention_masks(
     padding_mask=None,
     use_causal_mask=False,
     query_start=0,
+    attention_mask=None,
 ):
-    """Combines a key padding mask and a causal mask.
+    """Combines a key padding mask, a causal mask and an explicit mask.
 
     Args:
         padding_mask: `None` or a `(batch_size, key_length)` tensor, true (or
             1) at real tokens and false (or 0) at padding.
         use_causal_mask: bool. Whether a query may not see later keys.
+        attention_mask: `None` or a `(batch_size, query_length,
+            key_length)` tensor, true where a query may see a key (e.g.
+            `document_attention_mask`).
 
     Returns:
         `None` when there is nothing to mask, else a boolean tensor that
@@ -42,4 +46,40 @@ def merge_attention_masks(
         causal = compute_causal_mask(query_length, key_length, query_start)
         causal = causal[None, :, :]
         mask = causal if mask is None else ops.logical_and(mask, causal)
+    if attention_mask is not None:
+        attention_mask = ops.cast(attention_mask, "bool")
+        mask = (
+            attention_mask if mask is None
+            else ops.logical_and(mask, attention_mask)
+        )
     return mask
+
+
+def document_ids(token_ids, eos_id):
+    """Which document of its window each token belongs to, `(batch, seq)`.
+
+    Windows of packed text run across documents; `[EOS]` ends one, so the
+    token after it starts the next (`[EOS]` belongs to the document it
+    ends): `[5, 6, 3, 7, 3, 3, 8]` -> `[0, 0, 0, 1, 1, 2, 3]`.
+    """
+    ends = ops.cast(ops.equal(token_ids, eos_id), "int32")
+    return ops.cumsum(ends, axis=-1) - ends
+
+
+def document_attention_mask(token_ids, eos_id):
+    """`(batch, seq, seq)`: true where query and key share a document."""
+    documents = document_ids(token_ids, eos_id)
+    return ops.equal(documents[:, :, None], documents[:, None, :])
+
+
+def positions_in_documents(token_ids, eos_id):
+    """Each token's position in its document, restarting after `[EOS]`:
+    `[5, 6, 3, 7, 3, 3, 8]` -> `[0, 1, 2, 0, 1, 0, 0]`. Counts the earlier
+    tokens of the same document (no search: fine under XLA)."""
+    same = document_attention_mask(token_ids, eos_id)
+    # Each token's index in the window, from the tensor itself (its length
+    # may be unknown while a functional model is built).
+    index = ops.cumsum(ops.ones_like(token_ids, dtype="int32"), axis=-1)
+    earlier = ops.less_equal(index[:, None, :], index[:, :, None])
+    counts = ops.sum(ops.cast(ops.logical_and(same, earlier), "int32"), -1)
+    return counts - 1

@@ -61,6 +61,9 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores: bool. If true, also returns the attention
             probabilities, `(batch_size, num_heads, query_length,
             key_length)`.
+        attention_mask: optional `(batch_size, query_length, key_length)`
+            tensor, true where a query may see a key; combined with the
+            other masks.
 
     Example:
     ```python
@@ -143,6 +146,7 @@ class MultiHeadAttention(keras.layers.Layer):
         cache_update_index=0,
         training=None,
         return_attention_scores=False,
+        attention_mask=None,
     ):
         shape = ops.shape(inputs)
         batch_size, sequence_length = shape[0], shape[1]
@@ -171,6 +175,7 @@ class MultiHeadAttention(keras.layers.Layer):
             padding_mask=padding_mask,
             use_causal_mask=use_causal_mask,
             query_start=cache_update_index,
+            attention_mask=attention_mask,
         )
         dropout_active = training and self.dropout > 0
         if (

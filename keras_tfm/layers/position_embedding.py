@@ -22,6 +22,8 @@ class PositionEmbedding(keras.layers.Layer):
             Only its shape is used.
         start_index: int or int tensor. The position of the first input
             token, for cached decoding. Defaults to `0`.
+        positions: optional int tensor `(batch_size, sequence_length)`:
+            each token's position, instead of `start_index + i`.
 
     Example:
     ```python
@@ -49,8 +51,11 @@ class PositionEmbedding(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, positions=None):
         shape = ops.shape(inputs)
+        if positions is not None:
+            # (batch, seq) positions, e.g. restarting in each document.
+            return ops.take(self.position_embeddings, positions, axis=0)
         sequence_length = shape[-2]
         # (sequence_length, hidden_dim), broadcast over the batch.
         embeddings = ops.slice(

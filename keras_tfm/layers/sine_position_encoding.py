@@ -29,6 +29,8 @@ class SinePositionEncoding(keras.layers.Layer):
         start_index: int or int tensor. The position of the first input
             token; used by cached decoding, which feeds one token at a time.
             Defaults to `0`.
+        positions: optional int tensor `(batch_size, sequence_length)`:
+            each token's position, instead of `start_index + i`.
 
     Example:
     ```python
@@ -45,24 +47,25 @@ class SinePositionEncoding(keras.layers.Layer):
         self.max_wavelength = max_wavelength
         self.built = True
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, positions=None):
         shape = ops.shape(inputs)
         sequence_length, hidden_dim = shape[-2], shape[-1]
         # Positions and angles in float32 whatever the compute dtype: in
         # bfloat16 an angle near 100 rad rounds in steps of 0.5.
-        positions = ops.cast(
-            ops.arange(sequence_length) + start_index, "float32"
-        )
+        if positions is None:
+            positions = ops.arange(sequence_length) + start_index
+        # (seq,) or (batch, seq)
+        positions = ops.cast(positions, "float32")
         # Feature i uses the frequency of its pair 2k = i - i % 2.
         pair_index = ops.cast(2 * (ops.arange(hidden_dim) // 2), "float32")
         inverse_wavelength = ops.power(
             ops.cast(self.max_wavelength, "float32"),
             -pair_index / ops.cast(hidden_dim, "float32"),
         )
-        # (sequence_length, hidden_dim)
-        angles = positions[:, None] * inverse_wavelength[None, :]
+        # (..., sequence_length, hidden_dim)
+        angles = ops.expand_dims(positions, -1) * inverse_wavelength
         is_odd = ops.cast(ops.arange(hidden_dim) % 2, "bool")
-        encoding = ops.where(is_odd[None, :], ops.cos(angles), ops.sin(angles))
+        encoding = ops.where(is_odd, ops.cos(angles), ops.sin(angles))
         return ops.broadcast_to(ops.cast(encoding, self.compute_dtype), shape)
 
     def get_config(self):

@@ -36,6 +36,8 @@ class TransformerEncoder(keras.layers.Layer):
         cache_update_index: int or int tensor. Position of the first input
             token.
         training: bool. Whether dropout is active.
+        attention_mask: optional `(batch_size, query_length, key_length)`
+            tensor, true where a token may attend.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class TransformerEncoder(keras.layers.Layer):
         cache=None,
         cache_update_index=0,
         training=None,
+        attention_mask=None,
     ):
         x = inputs
         layer_caches = []
@@ -117,6 +120,7 @@ class TransformerEncoder(keras.layers.Layer):
                     padding_mask=padding_mask,
                     use_causal_mask=use_causal_mask,
                     training=training,
+                    attention_mask=attention_mask,
                 )
                 continue
             # cache[:, i]: (batch, 2, max_length, num_heads, head_dim)
@@ -127,6 +131,7 @@ class TransformerEncoder(keras.layers.Layer):
                 cache=cache[:, i],
                 cache_update_index=cache_update_index,
                 training=training,
+                attention_mask=attention_mask,
             )
             layer_caches.append(layer_cache)
         if self.final_norm is not None:

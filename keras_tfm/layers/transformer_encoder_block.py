@@ -53,6 +53,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         cache_update_index: int or int tensor. Position of the first input
             token in the cache.
         training: bool. Whether dropout is active.
+        attention_mask: optional `(batch_size, query_length, key_length)`
+            tensor, true where a token may attend (e.g. within its
+            document).
 
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
@@ -158,6 +161,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         cache=None,
         cache_update_index=0,
         training=None,
+        attention_mask=None,
     ):
         # === Self-attention ===
         x = inputs
@@ -170,6 +174,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             cache=cache,
             cache_update_index=cache_update_index,
             training=training,
+            attention_mask=attention_mask,
         )
         if cache is not None:
             attention, cache = attention

@@ -39,6 +39,10 @@ class CausalLM(TransformerLM):
         use_bias: bool. Whether dense layers and norms have biases.
             Defaults to `True`.
         activation: the feed-forward activation. Defaults to `"gelu"`.
+        attend_within_documents: bool. Whether a token attends only to
+            tokens of its own document (documents end with `[EOS]`, id 3),
+            its position restarting in each: for windows packed from many
+            documents. Defaults to `False`.
         dtype: the dtype policy of the layers. Defaults to `None` (the
             global policy).
 
@@ -70,6 +74,7 @@ class CausalLM(TransformerLM):
         tie_embeddings=True,
         use_bias=True,
         activation="gelu",
+        attend_within_documents=False,
         dtype=None,
         **kwargs,
     ):
@@ -81,8 +86,10 @@ class CausalLM(TransformerLM):
 
         # === Functional Model ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        x = self._embed(token_ids)
-        x = self.encoder(x, use_causal_mask=True)
+        attention_mask, positions = self._document_masking(token_ids)
+        x = self._embed(token_ids, positions=positions)
+        x = self.encoder(x, use_causal_mask=True,
+                         attention_mask=attention_mask)
         logits = token_logits(self, x)
         super().__init__(inputs=token_ids, outputs=logits, **kwargs)
 
@@ -118,7 +125,8 @@ class CausalLM(TransformerLM):
         )
         return ops.zeros(shape, dtype=self.compute_dtype)
 
-    def call_with_cache(self, token_ids, cache, cache_update_index):
+    def call_with_cache(self, token_ids, cache, cache_update_index,
+                        document_start=None):
         """The forward pass for tokens at `cache_update_index` onwards.
 
         Runs `token_ids` `(batch, n)` as positions `cache_update_index ...
@@ -127,15 +135,43 @@ class CausalLM(TransformerLM):
         "prefilled" with one call at index 0; decoding then feeds one token
         per call. Matches the full forward pass (tests check this).
 
+        With `attend_within_documents`, a call at index 0 (the prefill)
+        finds the documents in `token_ids` itself; later calls pass
+        `document_start`, `(batch,)`: the first position of the current
+        document, whose keys alone the new tokens see.
+
         Returns:
             `(logits, hidden_states, cache)`, logits of shape `(batch, n,
             vocabulary_size)`.
         """
-        x = self._embed(token_ids, start_index=cache_update_index)
+        attention_mask, positions = None, None
+        if self._documents:
+            attention_mask, positions = self._cached_document_masking(
+                token_ids, cache, cache_update_index, document_start
+            )
+        x = self._embed(token_ids, start_index=cache_update_index,
+                        positions=positions)
         x, cache = self.encoder(
             x,
             use_causal_mask=True,
             cache=cache,
             cache_update_index=cache_update_index,
+            attention_mask=attention_mask,
         )
         return token_logits(self, x), x, cache
+
+    def _cached_document_masking(self, token_ids, cache, cache_update_index,
+                                 document_start):
+        # (batch, n, cache_length): the causal mask hides later keys.
+        length = ops.shape(cache)[3]
+        n = ops.shape(token_ids)[1]
+        if document_start is None:
+            same, positions = self._document_masking(token_ids)
+            # Keys beyond this call's tokens are hidden by causality.
+            same = ops.pad(same, [[0, 0], [0, 0], [0, length - n]])
+            return same, positions
+        document_start = ops.reshape(document_start, (-1, 1))
+        keys = ops.arange(length)[None, None, :]
+        visible = ops.greater_equal(keys, document_start[:, :, None])
+        positions = ops.arange(n)[None, :] + cache_update_index
+        return visible, positions - document_start

@@ -25,6 +25,9 @@ class MaskedLM(TransformerLM):
     Args:
         pad_token_id: int. The id of padding, hidden from attention.
             Defaults to `0`.
+        attend_within_documents: bool. Attention (and positions) stay
+            inside each `[EOS]`-ended document of a packed window.
+            Defaults to `False`.
 
     The output head is BERT's: a dense layer with the feed-forward
     activation, a layer norm, then the (tied) projection to the vocabulary.
@@ -46,6 +49,7 @@ class MaskedLM(TransformerLM):
         tie_embeddings=True,
         use_bias=True,
         activation="gelu",
+        attend_within_documents=False,
         pad_token_id=0,
         dtype=None,
         **kwargs,
@@ -69,8 +73,10 @@ class MaskedLM(TransformerLM):
         # === Functional Model ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         padding_mask = ops.not_equal(token_ids, pad_token_id)
-        x = self._embed(token_ids)
-        x = self.encoder(x, padding_mask=padding_mask)
+        attention_mask, positions = self._document_masking(token_ids)
+        x = self._embed(token_ids, positions=positions)
+        x = self.encoder(x, padding_mask=padding_mask,
+                         attention_mask=attention_mask)
         x = self.head_norm(self.head_dense(x))
         logits = token_logits(self, x)
         super().__init__(inputs=token_ids, outputs=logits, **kwargs)

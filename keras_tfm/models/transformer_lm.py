@@ -2,11 +2,15 @@ import keras
 from keras import ops
 
 from keras_tfm.layers.checks import check_heads_divide
+from keras_tfm.layers.masks import document_attention_mask
+from keras_tfm.layers.masks import positions_in_documents
 from keras_tfm.layers.position_embedding import PositionEmbedding
 from keras_tfm.layers.sine_position_encoding import SinePositionEncoding
 from keras_tfm.layers.transformer_encoder import TransformerEncoder
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary")
+# [EOS], which ends a document in packed windows (keras_tfm.tokenizers).
+EOS_TOKEN_ID = 3
 
 # The constructor arguments `CausalLM` and `MaskedLM` share: they build the
 # layers and make up the config of either.
@@ -25,6 +29,7 @@ ARCHITECTURE = (
     "tie_embeddings",
     "use_bias",
     "activation",
+    "attend_within_documents",
 )
 
 
@@ -68,8 +73,16 @@ class TransformerLM(keras.Model):
         use_bias,
         activation,
         dtype,
+        attend_within_documents=False,
     ):
         check_heads_divide(hidden_dim, num_heads)
+        self._documents = attend_within_documents
+        if attend_within_documents and position_embedding == "rotary":
+            raise ValueError(
+                "attend_within_documents restarts positions in every "
+                "document, which rotary embeddings do not support yet: use "
+                "position_embedding 'learned' or 'sinusoidal'."
+            )
         if position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(
                 f"Unknown position_embedding '{position_embedding}': use one "
@@ -120,12 +133,26 @@ class TransformerLM(keras.Model):
             name="encoder",
         )
 
-    def _embed(self, token_ids, start_index=0, training=None):
+    def _embed(self, token_ids, start_index=0, positions=None,
+               training=None):
         # (batch, seq) -> (batch, seq, hidden)
         x = self.token_embedding(token_ids)
         if self.position_layer is not None:
-            x = x + self.position_layer(x, start_index=start_index)
+            x = x + self.position_layer(
+                x, start_index=start_index, positions=positions
+            )
         return self.embeddings_dropout(x, training=training)
+
+    def _document_masking(self, token_ids):
+        """`(attention_mask, positions)` that keep attention inside each
+        document of a packed window and restart positions after `[EOS]`;
+        `(None, None)` for models that attend across documents."""
+        if not self._documents:
+            return None, None
+        return (
+            document_attention_mask(token_ids, EOS_TOKEN_ID),
+            positions_in_documents(token_ids, EOS_TOKEN_ID),
+        )
 
     def _store_config(self, **config):
         for name, value in config.items():

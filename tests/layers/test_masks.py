@@ -23,3 +23,18 @@ def test_merge_padding_and_causal():
     expected = np.tril(np.ones((3, 3), bool)) & np.array([True, True, False])
     np.testing.assert_array_equal(mask[0], expected)
     assert merge_attention_masks(3, 3) is None
+
+
+def test_documents_and_positions_by_hand():
+    from keras_tfm.layers.masks import document_attention_mask
+    from keras_tfm.layers.masks import document_ids
+    from keras_tfm.layers.masks import positions_in_documents
+
+    ids = np.array([[5, 6, 3, 7, 3, 3, 8]])
+    np.testing.assert_array_equal(document_ids(ids, 3), [[0, 0, 0, 1, 1, 2,
+                                                          3]])
+    np.testing.assert_array_equal(positions_in_documents(ids, 3),
+                                  [[0, 1, 2, 0, 1, 0, 0]])
+    same = np.asarray(document_attention_mask(ids, 3))[0]
+    assert same[1, 0] and same[2, 0] and not same[3, 2] and same[4, 3]
+    assert not same[6, 5] and same[6, 6]

@@ -144,3 +144,42 @@ def test_loads_after_importing_keras_tfm_only(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert f"(1, 4, {VOCAB})" in out.stdout
+
+
+@pytest.mark.parametrize("position_embedding", ["learned", "sinusoidal"])
+def test_attention_never_crosses_a_document_boundary(position_embedding):
+    # Windows packed from several documents, each ended by [EOS] (id 3).
+    model = CausalLM(**{**KWARGS, "max_sequence_length": 12},
+                     position_embedding=position_embedding,
+                     attend_within_documents=True)
+    x = np.array([[5, 6, 7, 3, 8, 9, 10, 3, 11, 12, 13, 14]], "int32")
+    changed = x.copy()
+    changed[0, 1] = 20  # a token of the first document
+    a, b = np.asarray(model(x)), np.asarray(model(changed))
+    # The other documents' logits do not move; the first's do.
+    np.testing.assert_array_equal(a[0, 4:], b[0, 4:])
+    assert not np.allclose(a[0, 1:4], b[0, 1:4])
+    # A document computes as if it were alone in its window (positions
+    # restart after [EOS]).
+    alone = np.asarray(model(x[:, 4:8]))
+    np.testing.assert_allclose(alone[0], a[0, 4:8], atol=1e-5)
+
+
+def test_cached_generation_within_documents_equals_recomputing():
+    from keras_tfm import generation
+
+    model = CausalLM(**{**KWARGS, "max_sequence_length": 12},
+                     attend_within_documents=True)
+    prompt = [5, 6, 3, 8]  # the prompt's second document is the current
+    cached = generation.generate_ids(model, prompt, 6)
+    tokens = list(prompt)
+    for _ in range(6):
+        logits = np.asarray(model(np.array([tokens], "int32")))[0, -1]
+        tokens.append(int(np.argmax(logits)))
+    assert cached == tokens[len(prompt):]
+
+
+def test_rotary_within_documents_is_refused():
+    with pytest.raises(ValueError, match="rotary"):
+        CausalLM(**KWARGS, position_embedding="rotary",
+                 attend_within_documents=True)
