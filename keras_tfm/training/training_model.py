@@ -93,16 +93,13 @@ class TrainingModel(keras.Model):
         weight (its sample weights' sum, or its size)."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         k = self.batch_splits
-        parts = [
-            tf.split(t, k) if t is not None else [None] * k
-            for t in (x, y, sample_weight)
-        ]
+        parts = [_split(t, k) for t in (x, y, sample_weight)]
         weights = self.trainable_weights
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if sample_weight is not None:
             batch_weight = tf.reduce_sum(tf.cast(sample_weight, "float32"))
         else:
-            batch_weight = tf.cast(tf.shape(x)[0], "float32")
+            batch_weight = tf.cast(_batch_size(x), "float32")
         total = None
         for x_i, y_i, w_i in zip(*parts):
             with tf.GradientTape() as tape:
@@ -123,7 +120,7 @@ class TrainingModel(keras.Model):
                 # Keras scales the loss by 1 / replicas for the all-reduce
                 # sum; the tracker wants the unscaled value.
                 self._loss_tracker.update_state(
-                    loss * replicas, sample_weight=tf.shape(x_i)[0]
+                    loss * replicas, sample_weight=_batch_size(x_i)
                 )
                 loss = self.optimizer.scale_loss(loss)
             # An untied embedding's gradient is an IndexedSlices outside
@@ -237,6 +234,20 @@ class TrainingModel(keras.Model):
         return super()._maybe_symbolic_build(
             iterator=iterator, data_batch=data_batch
         )
+
+
+def _split(data, k):
+    """`k` equal parts of a tensor or of a structure of tensors (a dict of
+    model inputs), each part of the same structure."""
+    if data is None:
+        return [None] * k
+    pieces = [tf.split(t, k) for t in tf.nest.flatten(data)]
+    return [tf.nest.pack_sequence_as(data, [p[i] for p in pieces])
+            for i in range(k)]
+
+
+def _batch_size(data):
+    return tf.shape(tf.nest.flatten(data)[0])[0]
 
 
 class _Accumulators:

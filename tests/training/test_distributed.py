@@ -113,3 +113,78 @@ def test_two_workers_match_one_worker(tmp_path, shakespeare_path, reference):
     # Only the chief writes a run directory.
     assert not worker_dir.exists()
     assert "checkpoint saved" not in outputs[1]
+
+
+@pytest.mark.slow
+def test_mirrored_with_accumulation_matches_one_device(
+    tmp_path, shakespeare_path, reference
+):
+    # Two accumulated batches of 4 on two replicas: the accumulators live
+    # per replica (no cross-replica merge inside a condition), and the
+    # update is one device's on the batch of 8.
+    run_dir = tmp_path / "run"
+    finish(pretrain(run_dir, shakespeare_path, "--strategy", "mirrored",
+                    "--cpu-devices", "2", "--batch-size", "4",
+                    "--grad-accum-steps", "2"))
+    assert_same_curve(history(run_dir), reference)
+
+
+def start_workers(run_dir, data, *extra):
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    return [
+        pretrain(run_dir, data, "--strategy", "multi_worker", *extra,
+                 env={"TF_CONFIG": json.dumps(
+                     {"cluster": cluster,
+                      "task": {"type": "worker", "index": index}})})
+        for index in range(2)
+    ]
+
+
+LONGER = ["--max-steps", "30", "--eval-every", "10", "--checkpoint-every",
+          "2"]
+
+
+@pytest.mark.slow
+def test_two_workers_stopped_by_sigterm_resume_to_the_same_result(
+    tmp_path, shakespeare_path
+):
+    import signal
+    import time
+
+    whole = tmp_path / "whole"
+    finish(pretrain(whole, shakespeare_path, "--strategy", "default",
+                    *LONGER))
+    # Both workers share the run directory, as on shared storage.
+    run_dir = tmp_path / "run"
+    processes = start_workers(run_dir, shakespeare_path, *LONGER)
+    try:
+        deadline = time.time() + 240
+        while not (run_dir / "checkpoints" / "step-00000004.json").exists():
+            assert all(p.poll() is None for p in processes)
+            assert time.time() < deadline, "no checkpoint in time"
+            time.sleep(0.1)
+        for p in processes:
+            p.send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=240)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    # Both stopped at the same step (they agree on it), exit 143.
+    assert [p.returncode for p in processes] == [143, 143], outputs
+    steps = [o.split("stopped by SIGTERM at step ")[1].split()[0]
+             for o in outputs]
+    assert steps[0] == steps[1]
+    assert not (run_dir / "metrics.json").exists()
+    processes = start_workers(run_dir, shakespeare_path, *LONGER)
+    try:
+        outputs = [finish(p) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert f"resumed from step {steps[0]}" in outputs[0]
+    assert_same_curve(history(run_dir), history(whole))
