@@ -17,7 +17,8 @@ A task is an object with:
     evaluate(model, trainer, config, tokenizer, data, final) -> figures
     final_metrics(figures, data)          task keys of metrics.json
     save_files(run_dir, data)             e.g. the label names
-    trainable_model(model, config)        (optional) freezing
+    trainable_model(model, config)        the model to train (e.g. with
+                                          the backbone frozen)
 
 The run directory holds config.json (a `FinetuneConfig`, `task` set),
 tokenizer/, checkpoints/, logs/, history.csv, curves.png, model.keras and
@@ -135,7 +136,9 @@ def with_init_architecture(config, explicit=()):
     if not config.init:
         return config
     pretrained = init_config(config.init)
-    values = {name: getattr(pretrained, name) for name in ARCHITECTURE_FIELDS}
+    # Dropout is not in the weights: fine-tuning sets its own.
+    values = {name: getattr(pretrained, name) for name in ARCHITECTURE_FIELDS
+              if name != "dropout"}
     for name in explicit:
         if name in values and getattr(config, name) != values[name]:
             raise ConfigError(
