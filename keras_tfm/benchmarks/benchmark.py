@@ -45,7 +45,9 @@ import tensorflow as tf
 from keras_tfm import data
 from keras_tfm import generation
 from keras_tfm import tokenizers
+from keras_tfm.benchmarks.input_pipeline import input_rates
 from keras_tfm.benchmarks.matmuls import matmul_peaks
+from keras_tfm.benchmarks.memory import accumulation_memory
 from keras_tfm.benchmarks.matmuls import model_matmul_rates
 from keras_tfm.benchmarks.matmuls import model_matmul_shapes
 from keras_tfm.errors import UserError
@@ -128,7 +130,7 @@ def _batches(config, tokenizer, texts, seed=0):
 
 
 def time_training(config, texts, steps, warmup, jit_compile=True,
-                  pytorch_reference=False):
+                  pytorch_reference=False, packing=False):
     """Interleaved train steps: keras-tfm's model and the keras-hub one.
 
     Both use the config's precision, compilation and activation. When the
@@ -159,6 +161,12 @@ def time_training(config, texts, steps, warmup, jit_compile=True,
         models["keras_tfm_exact_gelu"] = ours(
             config.precision, jit_compile,
             dataclasses.replace(config, activation="gelu"),
+        )
+    if packing:
+        # What attending within documents costs over attending across.
+        models["keras_tfm_documents"] = ours(
+            config.precision, jit_compile,
+            dataclasses.replace(config, packing="documents"),
         )
     if models["keras_tfm"].batch_splits > 1:
         models["keras_tfm_unsplit"] = ours(
@@ -310,7 +318,7 @@ def plot_scaling(rows, path):
 
 def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
                   data_patterns=None, texts=None, pytorch_reference=False,
-                  scaling=True):
+                  scaling=True, packing=False, memory=False, prepared=None):
     """Measures everything above; returns a dict (the `--json` output).
 
     `scaling=False` skips the scaling table (`results["scaling"]` is then
@@ -342,7 +350,8 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
         peaks.update({f"{k}_bfloat16": v for k, v in peaks_bf16.items()})
         compute_peaks["mixed_bfloat16"] = max(peaks_bf16.values())
     models, times, first_step, fetch = time_training(
-        config, texts, steps, warmup, jit_compile, pytorch_reference
+        config, texts, steps, warmup, jit_compile, pytorch_reference,
+        packing,
     )
     vocabulary = tokenizers.ByteTokenizer().vocabulary_size
     model_flops = flops_per_token(config, vocabulary)
@@ -431,7 +440,8 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
         **{
             f"speedup_vs_{name}": _ratio_summary(times[name], times["keras_tfm"])
             for name in ("keras_tfm_fp32_xla", "keras_tfm_unsplit",
-                         "keras_tfm_exact_gelu", "pytorch_nanogpt")
+                         "keras_tfm_exact_gelu", "keras_tfm_documents",
+                         "pytorch_nanogpt")
             if name in times
         },
         "input_wait_fraction": float(np.median(fetch)) / step_median,
@@ -443,6 +453,21 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
             else time_generation(config, contexts)
         ),
     }
+    # The input pipeline alone, against what the step consumes.
+    rates = input_rates(config, texts, prepared, batches=20 if smoke else 200)
+    results["input_pipeline"] = {
+        **{f"{k}_tokens_per_second": v for k, v in rates.items()},
+        "train_step_tokens_per_second": ours["tokens_per_second"],
+        **{f"{k}_vs_train_step": v / ours["tokens_per_second"]
+           for k, v in rates.items()},
+    }
+    if memory:
+        # Accumulation bounds activation memory: 4 accumulated batches
+        # against 1, each a child process at the config's batch.
+        results["accumulation_memory"] = accumulation_memory(
+            "tiny" if smoke else config.preset, config.batch_size,
+            steps=4 if smoke else 12, data=data_patterns,
+        )
     results["scaling"] = []
     if scaling:
         lengths = [16, 32] if smoke else [64, 128, 256, 512, 1024]
@@ -507,6 +532,8 @@ def format_results(results):
          f"batch split in {results['settings']['batch_splits']} against "
          "unsplit"),
         ("keras_tfm_exact_gelu", "tanh GELU against exact GELU"),
+        ("keras_tfm_documents",
+         "attending across documents (concat) against within them"),
         ("pytorch_nanogpt",
          "keras-tfm against nanoGPT on PyTorch "
          f"{results['settings'].get('pytorch_version')}"),
@@ -522,6 +549,23 @@ def format_results(results):
             f"generate at context {context}: {g['cached_tokens_per_second']:.0f} "
             f"tokens/s with the cache, {g['recompute_tokens_per_second']:.0f} "
             f"recomputing ({g['speedup']:.1f}x)"
+        )
+    pipeline = results.get("input_pipeline", {})
+    for source in ("memory", "prepared"):
+        if f"{source}_tokens_per_second" in pipeline:
+            lines.append(
+                f"input pipeline ({source}): "
+                f"{pipeline[source + '_tokens_per_second']:,.0f} tokens/s, "
+                f"{pipeline[source + '_vs_train_step']:.0f}x what the train "
+                "step consumes"
+            )
+    if results.get("accumulation_memory"):
+        m = results["accumulation_memory"]
+        lines.append(
+            f"peak memory, batch {m['batch_size']}: "
+            f"{m['peak_mb_with']:.0f} MB accumulating "
+            f"{m['grad_accum_steps']} batches against "
+            f"{m['peak_mb_without']:.0f} MB without ({m['ratio']:.2f}x)"
         )
     if results["scaling"]:
         lines.append(f"{'vary':>16} {'seq':>6} {'width':>6} {'step ms':>9} "
@@ -565,6 +609,9 @@ def main_benchmark(args):
         data_patterns=args.data,
         pytorch_reference=args.pytorch_reference,
         scaling=not args.no_scaling,
+        packing=args.packing_cost,
+        memory=args.memory,
+        prepared=args.prepared,
     )
     print(json.dumps(results) if args.json else format_results(results))
     return results

@@ -44,6 +44,20 @@ def add_parser(commands):
         help="also time nanoGPT's model and step on PyTorch (float32, "
         "eager, as its CPU recipe runs), interleaved; needs torch",
     )
+    parser.add_argument(
+        "--prepared", metavar="DIR",
+        help="also time the input pipeline reading this prepared corpus "
+        "(keras-tfm prepare)",
+    )
+    parser.add_argument(
+        "--packing-cost", action="store_true",
+        help="also time the step with --packing documents, interleaved",
+    )
+    parser.add_argument(
+        "--memory", action="store_true",
+        help="peak memory with 4 accumulated batches against 1 (two "
+        "training processes)",
+    )
     parser.add_argument("--plot", metavar="PNG",
                         help="write the scaling plot to this PNG")
     parser.add_argument("--no-scaling", action="store_true",
