@@ -8,9 +8,9 @@ copied into `config.json`, and a flag that contradicts them is an error.
 import dataclasses
 import math
 
+from keras_tfm.training.config import TOKENIZERS
 from keras_tfm.training.config import ModelSettings
 from keras_tfm.training.config import RunSettings
-from keras_tfm.training.config import TOKENIZERS
 from keras_tfm.training.config import check
 from keras_tfm.training.config import check_choices
 from keras_tfm.training.config import check_non_negative_ints
