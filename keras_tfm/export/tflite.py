@@ -58,14 +58,13 @@ def convert_saved_model(saved_model_dir, signature_keys, quantization, allow_fle
         ) from None
 
 
-# Ops kept in float in the int8 file. All-int8 lost half the model's
-# quality (3.45 against 1.65 bits per byte on the small run): the attention
-# softmax's exponentials and normalizing sum round small probabilities to
-# zero over long contexts, and the residual additions and GELU lose more.
-# With these five in float (chosen op by op on the small run) the file is
-# 1.9% worse than float32 in bits per byte at 34% of its size; the matmuls
-# (FULLY_CONNECTED, BATCH_MATMUL), norms and lookups stay int8. Keeping
-# more ops, the logits layer or calibrating on more text did not help.
+# Ops kept in float in the int8 file. All-int8 loses much of a model's
+# quality: the attention softmax's exponentials and normalizing sum round
+# small probabilities to zero over long contexts, and the residual
+# additions and GELU lose more. These five were chosen op by op with
+# TFLite's quantization debugger; the matmuls (FULLY_CONNECTED,
+# BATCH_MATMUL), norms and lookups stay int8. The export measures each
+# file and drops one outside its bound (docs/export.md has the figures).
 INT8_FLOAT_OPS = ("EXP", "SUM", "DIV", "ADD", "GELU")
 
 

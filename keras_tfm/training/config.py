@@ -46,8 +46,8 @@ class ModelSettings:
                             "embeddings")
     # 4 x hidden_dim, as in GPT-2.
     intermediate_dim: int = field(512, "feed-forward width")
-    # Off by default: on the small run 0.1 gave 1.82 bits/byte against
-    # 1.68 and cost 40% of the speed (1500 steps).
+    # Off by default: short runs on small corpora lose more from the
+    # noise (and the extra ops) than they gain (docs/performance.md).
     dropout: float = field(0.0, "dropout on embeddings, attention and both "
                            "residual branches")
     position_embedding: str = field(

@@ -131,8 +131,9 @@ def resolve_jit_compile(setting, strategy):
     """Whether to compile the train step with XLA.
 
     Keras' own `"auto"` turns XLA off on CPU-only hosts and under every
-    strategy. XLA is the largest single speed-up measured on CPU (1.6x on
-    the small config), so keras-tfm's `"auto"` turns it on for a single
+    strategy. XLA is the largest single speed-up on CPU (it fuses the
+    element-wise ops and the attention's backward), so keras-tfm's
+    `"auto"` turns it on for a single
     replica, and off across several replicas, where XLA cannot reach
     variables placed on the other devices.
     """
@@ -152,7 +153,7 @@ def resolve_batch_splits(config, strategy, jit_compile):
     two cores, one op ran at a time for ~80% of the step (matmuls spread
     over both threads, the other ops did not). Two
     independent halves of the batch in one compiled step let XLA run them
-    side by side (1.05-1.09x measured on two cores). Matmuls already use
+    side by side (docs/performance.md has the gain). Matmuls already use
     every core, and on a GPU the halves would only make kernels smaller,
     so `0` ("auto") splits a single-replica CPU run under XLA (or XLA
     auto-clustering) whose batch divides by 2, and nothing else.
@@ -166,7 +167,7 @@ def resolve_batch_splits(config, strategy, jit_compile):
             tf.config.list_logical_devices("GPU")
             or tf.config.list_logical_devices("TPU")
         )
-        # Auto-clustering fuses element-wise ops with XLA too (1.03-1.08x).
+        # Auto-clustering fuses element-wise ops with XLA too.
         fused = jit_compile or config.jit_compile == "autocluster"
         splits = (
             2
@@ -186,8 +187,8 @@ def resolve_batch_splits(config, strategy, jit_compile):
 # data movement): MatMul is not among them, so matmuls run on TensorFlow's
 # oneDNN kernels, which use AMX for bfloat16 where XLA's CPU matmul does
 # not. `tf_xla_auto_jit=2` clusters every candidate (the `ON_1` level that
-# `tf.config.optimizer.set_jit` sets was 1.1x, not 1.5x, on the compute
-# config); `tf_xla_cpu_global_jit` lets auto-clustering act on CPU.
+# `tf.config.optimizer.set_jit` sets clusters less and gains less);
+# `tf_xla_cpu_global_jit` lets auto-clustering act on CPU.
 AUTOCLUSTER_FLAGS = (
     "--tf_xla_auto_jit=2",
     "--tf_xla_cpu_global_jit",
