@@ -47,9 +47,9 @@ from keras_tfm import generation
 from keras_tfm import tokenizers
 from keras_tfm.benchmarks.input_pipeline import input_rates
 from keras_tfm.benchmarks.matmuls import matmul_peaks
-from keras_tfm.benchmarks.memory import accumulation_memory
 from keras_tfm.benchmarks.matmuls import model_matmul_rates
 from keras_tfm.benchmarks.matmuls import model_matmul_shapes
+from keras_tfm.benchmarks.memory import accumulation_memory
 from keras_tfm.errors import UserError
 from keras_tfm.training.config import make_config
 from keras_tfm.training.precision import dtype_policy

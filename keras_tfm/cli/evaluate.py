@@ -35,10 +35,10 @@ def add_parser(commands):
 
 
 def run(args):
-    from keras_tfm.tasks.finetune import run_kind
     from keras_tfm.tasks.language_model import evaluate_run
     from keras_tfm.tasks.registry import get_task
     from keras_tfm.training.run import check_run_directory
+    from keras_tfm.training.run import run_kind
 
     check_run_directory(args.run_dir)
     kind = run_kind(args.run_dir)

@@ -51,8 +51,8 @@ def add_parser(commands):
 
 def run(args):
     from keras_tfm.export import export_run
-    from keras_tfm.tasks.finetune import run_kind
     from keras_tfm.training.run import check_run_directory
+    from keras_tfm.training.run import run_kind
 
     check_run_directory(args.run_dir)
     if run_kind(args.run_dir) != "pretrain":

@@ -65,9 +65,9 @@ def read_texts(args):
 
 def run(args):
     from keras_tfm.errors import UserError
-    from keras_tfm.tasks.finetune import run_kind
     from keras_tfm.tasks.registry import get_task
     from keras_tfm.training.run import check_run_directory
+    from keras_tfm.training.run import run_kind
 
     check_run_directory(args.run_dir)
     kind = run_kind(args.run_dir)
@@ -80,10 +80,14 @@ def run(args):
         )
     texts = read_texts(args)
     task = get_task(kind)
-    answers = task.predict_run(args.run_dir, texts,
-                               batch_size=args.batch_size,
-                               beam_size=args.beam_size,
-                               backend=args.backend)
+    if args.backend == "tflite":
+        from keras_tfm.export.tasks import predict_with_tflite
+
+        answers = predict_with_tflite(args.run_dir, texts, args.beam_size)
+    else:
+        answers = task.predict_run(args.run_dir, texts,
+                                   batch_size=args.batch_size,
+                                   beam_size=args.beam_size)
     for answer in answers:
         print(json.dumps(answer, ensure_ascii=False) if args.json
               else task.format_prediction(answer))

@@ -58,6 +58,7 @@ def run(args):
     }
     if args.data:
         overrides["data"] = tuple(args.data)
+        check_prepared_tokenizer(args)
     config = make_config(args.config or "small", **overrides)
     metrics = train(config, restart=args.restart)
     print(f"\nrun directory: {metrics['run_dir']}")
@@ -75,3 +76,23 @@ def run(args):
     )
     if metrics.get("sample"):
         print("sample:\n" + metrics["sample"])
+
+
+def check_prepared_tokenizer(args):
+    """A prepared corpus fixes the tokenizer: a --tokenizer that
+    contradicts it is an error (one that agrees is fine)."""
+    from keras_tfm.data.prepared import open_prepared
+    from keras_tfm.errors import UserError
+    from keras_tfm.training.lm_corpus import prepared_directory
+
+    directory = prepared_directory(args.data)
+    if not directory:
+        return
+    fixed = open_prepared(directory, verify=False).manifest["tokenizer"][
+        "type"]
+    if args.tokenizer is not None and args.tokenizer != fixed:
+        raise UserError(
+            f"--tokenizer {args.tokenizer} contradicts the prepared corpus "
+            f"'{directory}', tokenized with {fixed}: drop the flag, or "
+            "prepare the corpus again with the tokenizer you want."
+        )

@@ -9,8 +9,6 @@ from keras_tfm.data.pipeline import make_dataset
 from keras_tfm.data.prepared import PreparedCorpus
 from keras_tfm.data.prepared import is_prepared_directory
 from keras_tfm.data.prepared import open_prepared
-from keras_tfm.data.prepared import positions_in_document
-from keras_tfm.data.prepared import segment_ids
 from keras_tfm.data.readers import read_documents
 from keras_tfm.data.windows import LMData
 from keras_tfm.data.windows import Windows

@@ -59,6 +59,11 @@ from keras_tfm.data.prepared import file_sha256
 from keras_tfm.data.prepared import manifest_hash
 from keras_tfm.data.prepared import shard_name
 from keras_tfm.data.prepared import stable_hash
+from keras_tfm.directories import LOCK_FILE
+from keras_tfm.directories import DirectoryLock
+from keras_tfm.directories import check_output_directory
+from keras_tfm.directories import make_directory
+from keras_tfm.directories import remove_if_only_lock
 from keras_tfm.errors import UserError
 from keras_tfm.files import atomic_write
 from keras_tfm.files import read_json
@@ -70,11 +75,6 @@ from keras_tfm.tokenizers import load_tokenizer
 from keras_tfm.tokenizers.base import CONFIG_FILE as TOKENIZER_FILE
 from keras_tfm.tokenizers.wordpiece_tokenizer import PRETOKENIZE_PATTERN
 from keras_tfm.tokenizers.wordpiece_tokenizer import SUFFIX_INDICATOR
-from keras_tfm.training.run_directory import LOCK_FILE
-from keras_tfm.training.run_directory import DirectoryLock
-from keras_tfm.training.run_directory import check_output_directory
-from keras_tfm.training.run_directory import make_directory
-from keras_tfm.training.run_directory import remove_if_only_lock
 
 # 16 MB files as uint16: enough of them for tf.data to give each worker
 # its own, small enough to rewrite little after a kill.

@@ -28,7 +28,6 @@ from keras_tfm.data.masking import mask_tokens
 from keras_tfm.data.windows import pack_windows
 from keras_tfm.errors import UserError
 from keras_tfm.tokenizers import load_tokenizer
-from keras_tfm.tokenizers.base import EOS_ID
 
 MANIFEST_FILE = "manifest.json"
 # Written first by `prepare`: its settings and inputs, for a rerun.
@@ -466,43 +465,3 @@ def _check_positive(**values):
 
 
 # === Document boundaries inside windows ===
-
-
-def segment_ids(token_ids, eos_id=EOS_ID):
-    """The index, within its window, of the document each token belongs to.
-
-    A window of a prepared corpus runs across documents; `[EOS]` ends one,
-    so the token after it starts the next (the `[EOS]` itself belongs to
-    the document it ends). Pure TensorFlow ops, fine inside a model under
-    XLA.
-
-    Args:
-        token_ids: int tensor `(..., sequence_length)`.
-        eos_id: int. The end-of-document id.
-
-    Returns:
-        int32 tensor of the same shape: 0 up to and including the first
-        `[EOS]`, 1 after it, and so on.
-
-    Example:
-        `[5, 6, 3, 7, 3, 3, 8]` -> `[0, 0, 0, 1, 1, 2, 3]`.
-    """
-    token_ids = tf.convert_to_tensor(token_ids)
-    ends = tf.cast(tf.equal(token_ids, eos_id), tf.int32)
-    return tf.cumsum(ends, axis=-1, exclusive=True)
-
-
-def positions_in_document(token_ids, eos_id=EOS_ID):
-    """Each token's position in its document: restarts at 0 after `[EOS]`.
-
-    For position embeddings of windows that hold several documents. Pure
-    TensorFlow ops (a cumulative sum and a sorted search), fine under XLA.
-
-    Example:
-        `[5, 6, 3, 7, 3, 3, 8]` -> `[0, 1, 2, 0, 1, 0, 0]`.
-    """
-    segments = segment_ids(token_ids, eos_id)
-    # Segments are non-decreasing, so each segment's first position is a
-    # search for its id.
-    starts = tf.searchsorted(segments, segments, side="left")
-    return tf.range(tf.shape(segments)[-1]) - starts

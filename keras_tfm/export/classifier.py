@@ -51,6 +51,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from keras_tfm import _startup
 from keras_tfm import files
 from keras_tfm.errors import UserError
 from keras_tfm.export import saved_model
@@ -548,3 +549,34 @@ def directory_bytes(path):
         for root, _, names in os.walk(path)
         for name in names
     )
+
+
+def tflite_probabilities(run_dir, texts):
+    """Probabilities `(len(texts), classes)` from the run's exported
+    float32 TFLite file, one text per call, as an app runs it."""
+    path = os.path.join(run_dir, "export", "tflite", TFLITE_NAMES["none"])
+    if not os.path.isfile(path):
+        raise UserError(
+            f"no TFLite file at '{path}': run `keras-tfm export {run_dir}` "
+            "first (with the float32 variant, --quantize none)."
+        )
+    try:
+        runner = text_interpreter(path)
+    except (ValueError, RuntimeError) as e:
+        raise UserError(
+            f"'{path}' is not a TFLite file the interpreter can load "
+            f"({str(e).splitlines()[0]}): export the run again."
+        ) from None
+    with _startup.quiet_stderr():
+        return np.stack([run_text(runner, text)[1]
+                         for text in texts])
+
+
+
+
+def predict_tflite(run_dir, texts):
+    """`TASK.predict_run`'s answers, from the exported float32 file."""
+    classification.check_run(run_dir)
+    return classification.answers(texts,
+                                  classification.load_labels(run_dir),
+                   tflite_probabilities(run_dir, texts))

@@ -67,6 +67,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_tfm import _startup
 from keras_tfm import files
 from keras_tfm.data.parallel import source_token_ids
 from keras_tfm.data.parallel import tokenize_pairs
@@ -79,6 +80,7 @@ from keras_tfm.export.staging import check_export_arguments
 from keras_tfm.export.staging import staged_export
 from keras_tfm.generation import seq2seq as decoding
 from keras_tfm.tasks import seq2seq as tasks
+from keras_tfm.tokenizers import load_tokenizer
 
 TFLITE_QUANTIZATIONS = ("none", "float16", "dynamic")
 SUFFIXES = {"none": "float32", "float16": "float16", "dynamic": "dynamic_int8"}
@@ -406,8 +408,8 @@ def export_seq2seq_run(
         UserError: bad arguments, not a finished seq2seq run, its data
             missing, or a float32 file that differs from Keras.
     """
-    from keras_tfm.tasks.finetune import run_kind
     from keras_tfm.tasks.registry import get_task
+    from keras_tfm.training.run import run_kind
 
     formats, quantize = list(formats), list(quantize)
     output = output or os.path.join(run_dir, "export")
@@ -699,3 +701,41 @@ def _apply_tolerances(task, report, staging, log):
         report["dropped"].append({**entry, "reason": reason})
         log(f"dropped tflite {entry['quantization']}: {reason}.")
     report["files"] = kept
+
+
+def tflite_outputs(run_dir, task_name, texts, beam_size=None):
+    """Outputs of the run's exported float32 TFLite encoder and decoder
+    step, driven by `keras_tfm.export.seq2seq.generate_ids`."""
+    from keras_tfm.tasks.finetune import load_finetune_config
+
+    tasks.check_run(run_dir, task_name)
+    config = load_finetune_config(run_dir)
+    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    encoder, step = load_tflite_pair(
+        os.path.join(run_dir, "export", "tflite"), run_dir
+    )
+    sources = tasks.source_ids(tokenizer, texts, config.sequence_length)
+    outputs = []
+    with _startup.quiet_stderr():
+        for row in sources:
+            ids = generate_ids(
+                encoder, step, row[row != tokenizer.pad_id],
+                config.target_sequence_length,
+                beam_size=beam_size or config.beam_size,
+                length_penalty=config.length_penalty,
+            )
+            outputs.append(
+                tasks.output_texts(tokenizer, tf.constant([ids or [0]], tf.int32)
+                             )[0].numpy().decode("utf-8", errors="replace"))
+    return outputs
+
+
+
+
+def predict_tflite(run_dir, task_name, texts, beam_size=None):
+    """The task's `predict_run` answers, from the exported TFLite pair."""
+    if beam_size is not None:
+        tasks.check_beam_size(beam_size)
+    outputs = tflite_outputs(run_dir, task_name, texts, beam_size)
+    return [{"text": text, "output": output}
+            for text, output in zip(texts, outputs)]

@@ -9,9 +9,9 @@ import os
 import shutil
 
 from keras_tfm import _startup
+from keras_tfm import directories as run_directory
 from keras_tfm import files
 from keras_tfm.errors import UserError
-from keras_tfm.training import run_directory
 
 FORMATS = ("savedmodel", "tflite")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")

@@ -4,7 +4,7 @@ import os
 
 from keras_tfm.export.staging import FORMATS
 from keras_tfm.export.staging import QUANTIZATIONS
-from keras_tfm.tasks.finetune import run_kind
+from keras_tfm.training.run import run_kind
 
 
 def export_task_run(run_dir, formats=FORMATS, quantize=QUANTIZATIONS,
@@ -27,3 +27,16 @@ def export_task_run(run_dir, formats=FORMATS, quantize=QUANTIZATIONS,
         allow_flex=allow_flex,
         log=log,
     )
+
+
+def predict_with_tflite(run_dir, texts, beam_size=None):
+    """A fine-tuned run's answers from its exported TFLite files (what
+    `keras-tfm predict --backend tflite` prints)."""
+    kind = run_kind(run_dir)
+    if kind == "classification":
+        from keras_tfm.export.classifier import predict_tflite
+
+        return predict_tflite(run_dir, texts)
+    from keras_tfm.export.seq2seq import predict_tflite
+
+    return predict_tflite(run_dir, kind, texts, beam_size)

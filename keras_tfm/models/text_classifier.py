@@ -26,6 +26,7 @@ BACKBONE_ARCHITECTURE = (
     "normalize_first",
     "use_bias",
     "activation",
+    "attend_within_documents",
 )
 
 # What a pre-training run's config.json must hold for `from_run`, beside
@@ -163,6 +164,7 @@ class TextClassifier(TransformerLM):
         pooling="first",
         pad_token_id=0,
         classifier_dropout=0.1,
+        attend_within_documents=False,
         dtype=None,
         **kwargs,
     ):
@@ -190,6 +192,7 @@ class TextClassifier(TransformerLM):
             normalize_first=normalize_first,
             use_bias=use_bias,
             activation=activation,
+            attend_within_documents=attend_within_documents,
         )
 
         # === Layers ===
@@ -212,9 +215,13 @@ class TextClassifier(TransformerLM):
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         # (batch, seq), true at real tokens: pads are hidden as keys.
         padding_mask = ops.not_equal(token_ids, pad_token_id)
-        x = self._embed(token_ids)
+        # A backbone pre-trained within documents sees text after its
+        # [EOS] as a new document, positions from 0, as it did then.
+        attention_mask, positions = self._document_masking(token_ids)
+        x = self._embed(token_ids, positions=positions)
         x = self.encoder(
-            x, padding_mask=padding_mask, use_causal_mask=causal
+            x, padding_mask=padding_mask, use_causal_mask=causal,
+            attention_mask=attention_mask,
         )
         x = pool(x, padding_mask, pooling)  # (batch, hidden)
         x = self.classifier_dropout_layer(x)

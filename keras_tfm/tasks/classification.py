@@ -38,7 +38,6 @@ from keras_tfm.metrics.classification import classification_metrics
 
 NAME = "classification"
 LABELS_FILE = "labels.json"
-BACKENDS = ("keras", "tflite")
 
 
 @dataclasses.dataclass
@@ -176,8 +175,8 @@ def predict_logits(model, tokenizer, texts, sequence_length, batch_size):
 
 def check_run(run_dir):
     """A one-line error unless `run_dir` is a classification run."""
-    from keras_tfm.tasks.finetune import run_kind
     from keras_tfm.training.run import check_run_directory
+    from keras_tfm.training.run import run_kind
 
     check_run_directory(run_dir)
     kind = run_kind(run_dir)
@@ -499,72 +498,42 @@ class ClassificationTask:
             format_confusion(results["confusion_matrix"], results["labels"]),
         ])
 
-    def predict_run(self, run_dir, texts, batch_size=32, beam_size=None,
-                    backend="keras"):
+    def predict_run(self, run_dir, texts, batch_size=32, beam_size=None):
         """The label, its probability and every label's probability for
-        each text, with the run's Keras model or its exported float32
-        TFLite file (the LiteRT interpreter).
+        each text, with the run's Keras model (`keras_tfm.export.tasks`
+        predicts with its exported TFLite file).
 
         Returns:
             A list of `{"text", "label", "probability", "probabilities"}`
             (`probabilities`: label name -> probability).
         """
         del beam_size
-        if backend not in BACKENDS:
-            raise UserError(
-                f"unknown backend '{backend}': use {', '.join(BACKENDS)}."
-            )
         if batch_size < 1:
             raise UserError("--batch-size must be a positive integer.")
-        if backend == "tflite":
-            check_run(run_dir)
-            labels = load_labels(run_dir)
-            probabilities = tflite_probabilities(run_dir, texts)
-        else:
-            config, tokenizer, labels, model = load_run(run_dir)
-            probabilities = softmax(predict_logits(
-                model, tokenizer, texts, config.sequence_length, batch_size
-            ))
-        answers = []
-        for text, row in zip(texts, probabilities):
-            best = int(np.argmax(row))
-            answers.append({
-                "text": text,
-                "label": labels[best],
-                "probability": float(row[best]),
-                "probabilities": {name: float(p)
-                                  for name, p in zip(labels, row)},
-            })
-        return answers
+        config, tokenizer, labels, model = load_run(run_dir)
+        probabilities = softmax(predict_logits(
+            model, tokenizer, texts, config.sequence_length, batch_size
+        ))
+        return answers(texts, labels, probabilities)
 
     def format_prediction(self, answer):
         return f"{answer['label']}\t{answer['probability']:.4f}\t" + (
             answer["text"])
 
 
-def tflite_probabilities(run_dir, texts):
-    """Probabilities `(len(texts), classes)` from the run's exported
-    float32 TFLite file, one text per call, as an app runs it."""
-    from keras_tfm import _startup
-    from keras_tfm.export import classifier
-
-    path = os.path.join(run_dir, "export", "tflite",
-                        classifier.TFLITE_NAMES["none"])
-    if not os.path.isfile(path):
-        raise UserError(
-            f"no TFLite file at '{path}': run `keras-tfm export {run_dir}` "
-            "first (with the float32 variant, --quantize none)."
-        )
-    try:
-        runner = classifier.text_interpreter(path)
-    except (ValueError, RuntimeError) as e:
-        raise UserError(
-            f"'{path}' is not a TFLite file the interpreter can load "
-            f"({str(e).splitlines()[0]}): export the run again."
-        ) from None
-    with _startup.quiet_stderr():
-        return np.stack([classifier.run_text(runner, text)[1]
-                         for text in texts])
+def answers(texts, labels, probabilities):
+    """`predict_run`'s answers from probabilities `(texts, classes)`."""
+    result = []
+    for text, row in zip(texts, probabilities):
+        best = int(np.argmax(row))
+        result.append({
+            "text": text,
+            "label": labels[best],
+            "probability": float(row[best]),
+            "probabilities": {name: float(p)
+                              for name, p in zip(labels, row)},
+        })
+    return result
 
 
 TASK = ClassificationTask()

@@ -136,7 +136,3 @@ def validate_finetune(config):
         all(isinstance(d, str) and d for d in config.data),
         "data must be a list of file paths.",
     )
-
-
-def field_names():
-    return [f.name for f in dataclasses.fields(FinetuneConfig)]

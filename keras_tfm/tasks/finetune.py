@@ -27,7 +27,6 @@ metrics.json (written last).
 
 import dataclasses
 import os
-import sys
 
 import keras
 import tensorflow as tf
@@ -41,18 +40,18 @@ from keras_tfm.training import plots
 from keras_tfm.training import run as run_module
 from keras_tfm.training.config import RUNTIME_FIELDS
 from keras_tfm.training.config import TrainConfig
-from keras_tfm.training.config import differences
 from keras_tfm.training.config import load_run_config
 from keras_tfm.training.config import save_config
 from keras_tfm.training.loop import LoopState
 from keras_tfm.training.optimizer import build_optimizer
 from keras_tfm.training.precision import dtype_policy
-from keras_tfm.training.strategy import autoclustering_active
+from keras_tfm.training.run import run_kind
 from keras_tfm.training.strategy import get_strategy
 from keras_tfm.training.strategy import is_chief
 from keras_tfm.training.strategy import resolve_batch_splits
 from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.strategy import strategy_name
+from keras_tfm.training.strategy import warn_without_autoclustering
 from keras_tfm.training.train import check_batch
 from keras_tfm.training.training_model import TrainingModel
 
@@ -65,6 +64,7 @@ COMMON_RUN_FILES = (
     "curves.png",
     "model.keras",
     "metrics.json",
+    "export",
 )
 
 # Decoding settings may change between a run and its resume.
@@ -78,23 +78,6 @@ def is_pretraining_run(run_dir):
         and os.path.isfile(os.path.join(run_dir, "model.keras"))
         and run_kind(run_dir) == "pretrain"
     )
-
-
-def run_kind(run_dir):
-    """`"pretrain"` or the fine-tuning task of the run in `run_dir`."""
-    from keras_tfm import files
-
-    path = os.path.join(run_dir, "config.json")
-    try:
-        values = files.read_json(path, "run config")
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"{e}: the run directory '{run_dir}' is damaged; restore "
-            "config.json or start the run over with --restart."
-        ) from None
-    if not isinstance(values, dict):
-        raise UserError(f"'{path}' does not hold a config object.")
-    return values.get("task", "pretrain")
 
 
 def load_finetune_config(run_dir):
@@ -156,28 +139,8 @@ def load_init_model(init_dir):
 
 
 def find_resume_point(run_dir, config, restart, log):
-    if restart or not os.path.exists(os.path.join(run_dir, "config.json")):
-        return None
-    if os.path.exists(os.path.join(run_dir, "metrics.json")):
-        raise UserError(
-            f"'{run_dir}' already holds a finished run: choose another "
-            "--output-dir, or pass --restart to replace it."
-        )
-    if run_kind(run_dir) != config.task:
-        raise UserError(
-            f"'{run_dir}' holds a {run_kind(run_dir)} run, not a "
-            f"{config.task} one: choose another --output-dir, or pass "
-            "--restart to replace it."
-        )
-    saved = load_run_config(run_dir, FinetuneConfig)
-    changed = differences(saved, config, FINETUNE_RUNTIME_FIELDS)
-    if changed:
-        raise UserError(
-            f"'{run_dir}' holds an unfinished run with a different "
-            f"{', '.join(changed)}: rerun with its settings to resume, or "
-            "pass --restart to start over."
-        )
-    return run_module.RunWriter.latest_checkpoint(run_dir, log)
+    return run_module.RunWriter.resume_point(
+        run_dir, config, restart, config.task, FINETUNE_RUNTIME_FIELDS, log)
 
 
 def default_output_dir(config):
@@ -205,10 +168,7 @@ def finetune(config, task, strategy=None, restart=False):
     task.check_inputs(config)
     if config.init:
         init_config(config.init)
-    if config.jit_compile == "autocluster" and not autoclustering_active():
-        print("keras-tfm: jit_compile 'autocluster' needs TF_XLA_FLAGS set "
-              "before TensorFlow starts; this process runs without "
-              "auto-clustering.", file=sys.stderr)
+    warn_without_autoclustering(config.jit_compile)
 
     writer = run_module.RunWriter(run_dir, COMMON_RUN_FILES + task.run_files,
                                   chief=chief)

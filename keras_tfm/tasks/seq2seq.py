@@ -50,7 +50,6 @@ from keras_tfm.data.parallel import tokenize_pairs
 from keras_tfm.errors import UserError
 from keras_tfm.metrics import generation as generation_metrics
 
-BACKENDS = ("keras", "tflite")
 # An --init tokenizer that turns more of the task's tokens into [UNK]
 # cannot represent its text.
 UNKNOWN_RATE_LIMIT = 0.01
@@ -140,6 +139,9 @@ def _scorer(model, label_smoothing):
     cache = _SCORERS.setdefault(model, {})
     if label_smoothing not in cache:
         ids = tf.TensorSpec([None, None], tf.int32)
+        # The function is kept per model: a proxy, not the model itself,
+        # so the model (and this entry) can still be freed.
+        model = weakref.proxy(model)
 
         @tf.function(input_signature=[
             {"encoder_token_ids": ids, "decoder_token_ids": ids},
@@ -194,6 +196,8 @@ def decoder_function(model, beam_size, length_penalty, max_length):
 
     cache = _DECODERS.setdefault(model, {})
     key = (beam_size, float(length_penalty), max_length)
+    # Kept per model: the decoder gets a proxy, so the model can be freed.
+    model = weakref.proxy(model)
     if key not in cache:
         if beam_size == 1:
             cache[key] = decoding.make_decoder(model, "greedy",
@@ -244,8 +248,8 @@ def generate_texts(model, tokenizer, encoder_ids, beam_size, length_penalty,
 
 def check_run(run_dir, task_name):
     """A one-line error unless `run_dir` is a `task_name` run."""
-    from keras_tfm.tasks.finetune import run_kind
     from keras_tfm.training.run import check_run_directory
+    from keras_tfm.training.run import run_kind
 
     check_run_directory(run_dir)
     kind = run_kind(run_dir)
@@ -614,35 +618,27 @@ class Seq2SeqTask:
             *self._signature_lines(results),
         ])
 
-    def predict_run(self, run_dir, texts, batch_size=32, beam_size=None,
-                    backend="keras"):
+    def predict_run(self, run_dir, texts, batch_size=32, beam_size=None):
         """The output (translation or summary) of each text, with the run's
-        Keras model or its exported TFLite encoder and decoder step (the
-        LiteRT interpreter, one text at a time, as an app runs them).
+        Keras model (`keras_tfm.export.tasks` predicts with its exported
+        TFLite files).
 
         Returns:
             A list of `{"text", "output"}`.
         """
-        if backend not in BACKENDS:
-            raise UserError(
-                f"unknown backend '{backend}': use {', '.join(BACKENDS)}."
-            )
         if batch_size < 1:
             raise UserError("--batch-size must be a positive integer.")
         if beam_size is not None:
             check_beam_size(beam_size)
-        if backend == "tflite":
-            outputs = tflite_outputs(run_dir, self.name, texts, beam_size)
-        else:
-            config, tokenizer, model = load_run(run_dir, self.name)
-            outputs = generate_texts(
-                model, tokenizer,
-                source_ids(tokenizer, texts, config.sequence_length),
-                beam_size=beam_size or config.beam_size,
-                length_penalty=config.length_penalty,
-                max_length=config.target_sequence_length,
-                batch_size=batch_size,
-            )
+        config, tokenizer, model = load_run(run_dir, self.name)
+        outputs = generate_texts(
+            model, tokenizer,
+            source_ids(tokenizer, texts, config.sequence_length),
+            beam_size=beam_size or config.beam_size,
+            length_penalty=config.length_penalty,
+            max_length=config.target_sequence_length,
+            batch_size=batch_size,
+        )
         return [{"text": text, "output": output}
                 for text, output in zip(texts, outputs)]
 
@@ -663,35 +659,6 @@ def _decoding_text(decoding):
     return (f"beam {decoding['beam_size']}, length penalty "
             f"{decoding['length_penalty']:g}, at most "
             f"{decoding['max_length']} tokens")
-
-
-def tflite_outputs(run_dir, task_name, texts, beam_size=None):
-    """Outputs of the run's exported float32 TFLite encoder and decoder
-    step, driven by `keras_tfm.export.seq2seq.generate_ids`."""
-    from keras_tfm import _startup
-    from keras_tfm.export import seq2seq as exported
-    from keras_tfm.tasks.finetune import load_finetune_config
-
-    check_run(run_dir, task_name)
-    config = load_finetune_config(run_dir)
-    tokenizer = tokenizers.load_tokenizer(os.path.join(run_dir, "tokenizer"))
-    encoder, step = exported.load_tflite_pair(
-        os.path.join(run_dir, "export", "tflite"), run_dir
-    )
-    sources = source_ids(tokenizer, texts, config.sequence_length)
-    outputs = []
-    with _startup.quiet_stderr():
-        for row in sources:
-            ids = exported.generate_ids(
-                encoder, step, row[row != tokenizer.pad_id],
-                config.target_sequence_length,
-                beam_size=beam_size or config.beam_size,
-                length_penalty=config.length_penalty,
-            )
-            outputs.append(
-                output_texts(tokenizer, tf.constant([ids or [0]], tf.int32)
-                             )[0].numpy().decode("utf-8", errors="replace"))
-    return outputs
 
 
 TRANSLATION = Seq2SeqTask("translation", "bleu")

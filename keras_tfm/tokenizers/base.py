@@ -1,7 +1,8 @@
-import json
 import os
 
 import tensorflow as tf
+
+from keras_tfm import files
 
 # Every tokenizer reserves the same four ids, so models and data code can
 # rely on them.
@@ -78,8 +79,5 @@ class Tokenizer(tf.Module):
     def save(self, directory):
         """Writes `tokenizer.json` (type and vocabulary) into `directory`."""
         os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, CONFIG_FILE)
-        temporary = path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(self.get_config(), f, ensure_ascii=False, indent=1)
-        os.replace(temporary, path)
+        files.write_json(os.path.join(directory, CONFIG_FILE),
+                         self.get_config(), indent=1)

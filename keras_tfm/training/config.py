@@ -15,7 +15,8 @@ from keras_tfm.errors import UserError
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
 
-TOKENIZERS = ("byte", "wordpiece")
+from keras_tfm.tokenizers import TOKENIZERS  # noqa: E402
+
 OBJECTIVES = ("causal", "masked")
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary")
 JIT_COMPILE = ("auto", "true", "false", "autocluster")

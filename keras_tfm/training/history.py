@@ -16,29 +16,33 @@ class History:
     about to redo, and keeps the rest; the file is rewritten atomically.
 
     Args:
-        run_dir: the run directory, or `None` to write nothing (workers
-            other than the chief).
+        run_dir: the run directory, or `None` for none.
         columns: the CSV columns, `step` first.
         keep_through_step: rows with a larger step are dropped.
+        writable: `False` on workers other than the chief of a
+            multi-worker job: they read the rows (every worker must make
+            the same decisions from them) and write nothing.
     """
 
-    def __init__(self, run_dir, columns, keep_through_step=0):
-        self.run_dir = run_dir
+    def __init__(self, run_dir, columns, keep_through_step=0,
+                 writable=True):
         self.columns = tuple(columns)
         self.writer = None
         self.rows = []
         # Called with the history after each row (e.g. to redraw a plot).
         self.on_record = []
-        if run_dir is None:
-            return
-        self.path = os.path.join(run_dir, "history.csv")
-        if os.path.exists(self.path):
-            with open(self.path, newline="", encoding="utf-8") as f:
+        path = os.path.join(run_dir, "history.csv") if run_dir else None
+        if path and os.path.exists(path):
+            with open(path, newline="", encoding="utf-8") as f:
                 self.rows = [
                     row for row in csv.DictReader(f)
                     if row.get("step", "").isdigit()
                     and int(row["step"]) <= keep_through_step
                 ]
+        self.run_dir = run_dir if writable else None
+        if self.run_dir is None:
+            return
+        self.path = path
         with files.atomic_write(self.path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns,
                                     extrasaction="ignore")

@@ -145,12 +145,23 @@ class PreparedSource:
 
 
 def check_recorded_corpus(run_dir, directory):
-    """Raises `UserError` if the run was trained on a prepared corpus and
-    `directory` (that corpus) changed since."""
+    """Raises `UserError` if the run was trained on the prepared corpus in
+    `directory` and its files changed since. (Another prepared corpus is
+    not checked: its validation split is as held out as it ever was.)"""
     path = os.path.join(run_dir, CORPUS_FILE)
     if not os.path.isfile(path):
         return
-    recorded = files.read_json(path, "corpus record")
+    try:
+        recorded = files.read_json(path, "corpus record")
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{e}: the run directory '{run_dir}' is damaged; restore "
+            f"{CORPUS_FILE} or retrain with --restart."
+        ) from None
+    if os.path.realpath(directory) != os.path.realpath(
+        recorded.get("directory", "")
+    ):
+        return
     corpus = open_prepared(directory, verify=True)
     if corpus.manifest_hash != recorded.get("manifest_sha256"):
         raise UserError(
@@ -159,11 +170,3 @@ def check_recorded_corpus(run_dir, directory):
             "it would not be held out; prepare a fresh evaluation corpus or "
             "restore the original."
         )
-
-
-def open_source(config, tokenizer=None, texts=None):
-    """The run's corpus: a `PreparedSource` or a `MemoryCorpus`."""
-    directory = prepared_directory(config.data)
-    if directory:
-        return PreparedSource(directory, config.sequence_length)
-    return MemoryCorpus(config, tokenizer, texts)

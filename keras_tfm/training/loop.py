@@ -178,12 +178,16 @@ class Loop:
         if self.history.last_row() is not None:
             self.last_train_loss = float(self.history.last_row()["train_loss"])
         step = self.state.step
-        # Killed after the checkpoint at an evaluation step but before its
-        # row: evaluate it now, with the train loss saved then.
-        if step and self.is_eval_step(step) and not self.history.has_row(
-            step
-        ):
-            self._record(step)
+        if step and self.is_eval_step(step):
+            if self.history.has_row(step):
+                # The checkpoint at an evaluation step is written before
+                # the row; the row is there, so its interval is closed.
+                self.state.interval_loss_sum = 0.0
+                self.state.interval_steps = 0
+            else:
+                # Killed between the checkpoint and the row: evaluate
+                # that step now, with the train loss saved then.
+                self._record(step)
         while step < self.max_steps:
             step = self._train_interval(step)
         if self.final_figures is None:

@@ -21,10 +21,10 @@ import os
 import shutil
 import tempfile
 
+from keras_tfm import directories as run_directory
 from keras_tfm import files
 from keras_tfm.errors import UserError
 from keras_tfm.training import checkpoints
-from keras_tfm.training import run_directory
 from keras_tfm.training.history import History
 from keras_tfm.training.loop import Loop
 
@@ -76,6 +76,45 @@ class RunWriter:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
     @staticmethod
+    def resume_point(run_dir, config, restart, kind, runtime_fields,
+                     log=print):
+        """Where a run of `config` in `run_dir` starts: `None` (step 0) or
+        the newest intact checkpoint `(step, path, state)`.
+
+        A finished run is refused unless `restart`; an unfinished one
+        resumes if it is of the same `kind` ("pretrain" or the task) and
+        its config differs in `runtime_fields` at most.
+        """
+        from keras_tfm.training.config import differences
+        from keras_tfm.training.config import load_run_config
+
+        if restart or not os.path.exists(
+            os.path.join(run_dir, "config.json")
+        ):
+            return None
+        if os.path.exists(os.path.join(run_dir, "metrics.json")):
+            raise UserError(
+                f"'{run_dir}' already holds a finished run: choose another "
+                "--output-dir, or pass --restart to replace it."
+            )
+        saved_kind = run_kind(run_dir)
+        if saved_kind != kind:
+            raise UserError(
+                f"'{run_dir}' holds a {saved_kind} run, not a {kind} one: "
+                "choose another --output-dir, or pass --restart to replace "
+                "it."
+            )
+        saved = load_run_config(run_dir, type(config))
+        changed = differences(saved, config, runtime_fields)
+        if changed:
+            raise UserError(
+                f"'{run_dir}' holds an unfinished run with a different "
+                f"{', '.join(changed)}: rerun with its settings to resume, "
+                "or pass --restart to start over."
+            )
+        return RunWriter.latest_checkpoint(run_dir, log)
+
+    @staticmethod
     def latest_checkpoint(run_dir, log=print):
         """The newest intact checkpoint `(step, path, state)` or `None`."""
         return checkpoints.latest_good(
@@ -93,8 +132,8 @@ class RunWriter:
              progress_columns=None, log=print):
         """The `Loop` that trains `trainer` and records into this run."""
         history = History(
-            self.run_dir if self.chief else None, columns,
-            keep_through_step=state.step,
+            self.run_dir, columns, keep_through_step=state.step,
+            writable=self.chief,
         )
         for hook in self.on_record:
             history.on_record.append(hook)
@@ -132,6 +171,22 @@ class RunWriter:
             files.write_json(os.path.join(self.run_dir, "metrics.json"),
                              with_nulls_explained(metrics))
         return metrics
+
+
+def run_kind(run_dir):
+    """`"pretrain"` or the fine-tuning task of the run in `run_dir`, from
+    its config.json (a one-line `UserError` if that is damaged)."""
+    path = os.path.join(run_dir, "config.json")
+    try:
+        values = files.read_json(path, "run config")
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{e}: the run directory '{run_dir}' is damaged; restore "
+            "config.json or start the run over with --restart."
+        ) from None
+    if not isinstance(values, dict):
+        raise UserError(f"'{path}' does not hold a config object.")
+    return values.get("task", "pretrain")
 
 
 def with_nulls_explained(metrics):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import tensorflow as tf
 
@@ -194,6 +195,19 @@ AUTOCLUSTER_FLAGS = (
     "--tf_xla_cpu_global_jit",
     "--tf_xla_ops_to_cluster=FUSIBLE",
 )
+
+
+def warn_without_autoclustering(setting):
+    """Says on stderr that `jit_compile="autocluster"` cannot take effect
+    in this process. Not an error: the run trains, XLA fusing less."""
+    if setting == "autocluster" and not autoclustering_active():
+        print(
+            "keras-tfm: jit_compile 'autocluster' needs TF_XLA_FLAGS set "
+            "before TensorFlow starts (keras_tfm.training."
+            "autoclustering_environment() says how); this process runs "
+            "without auto-clustering.",
+            file=sys.stderr,
+        )
 
 
 def autoclustering_active():

@@ -6,6 +6,7 @@ The run directory:
     tokenizer/         the tokenizer (tokenizer.json)
     checkpoints/       weights of model and optimizer, with the loop state
     logs/              TensorBoard (train and validation scalars by step)
+    corpus.json        the prepared corpus trained on (its manifest hash)
     history.csv        one row per evaluation
     curves.png         train and validation loss, learning rate
     model.keras        the trained model          (written at the end)
@@ -17,7 +18,6 @@ The loop itself (intervals, checkpoints, resume, SIGTERM) is
 """
 
 import os
-import sys
 
 import keras
 import numpy as np
@@ -34,9 +34,8 @@ from keras_tfm.metrics import bits_per_byte
 from keras_tfm.metrics import evaluate_windows
 from keras_tfm.training import lm_corpus
 from keras_tfm.training import plots
+from keras_tfm.training.config import RUNTIME_FIELDS
 from keras_tfm.training.config import TrainConfig
-from keras_tfm.training.config import differences
-from keras_tfm.training.config import load_run_config
 from keras_tfm.training.config import save_config
 from keras_tfm.training.loop import LoopState
 from keras_tfm.training.optimizer import build_optimizer
@@ -49,6 +48,7 @@ from keras_tfm.training.strategy import num_workers
 from keras_tfm.training.strategy import resolve_batch_splits
 from keras_tfm.training.strategy import resolve_jit_compile
 from keras_tfm.training.strategy import strategy_name
+from keras_tfm.training.strategy import warn_without_autoclustering
 from keras_tfm.training.training_model import TrainingModel
 
 # What a pre-training run writes; --restart removes exactly these.
@@ -61,6 +61,7 @@ RUN_FILES = (
     "curves.png",
     "corpus.json",
     "model.keras",
+    "export",
     "sample.txt",
     "metrics.json",
 )
@@ -98,28 +99,10 @@ def default_output_dir(config):
 
 
 def find_resume_point(run_dir, config, restart=False, log=print):
-    """Where a run in `run_dir` starts: `None` (step 0) or a checkpoint
-    `(step, path, state)`.
-
-    A finished run is refused unless `restart`; an unfinished one resumes
-    from its newest intact checkpoint, if its config matches.
-    """
-    if restart or not os.path.exists(os.path.join(run_dir, "config.json")):
-        return None
-    if os.path.exists(os.path.join(run_dir, "metrics.json")):
-        raise UserError(
-            f"'{run_dir}' already holds a finished run: choose another "
-            "--output-dir, or pass --restart to replace it."
-        )
-    saved = load_run_config(run_dir, type(config))
-    changed = differences(saved, config)
-    if changed:
-        raise UserError(
-            f"'{run_dir}' holds an unfinished run with a different "
-            f"{', '.join(changed)}: rerun with its settings to resume, or "
-            "pass --restart to start over."
-        )
-    return RunWriter.latest_checkpoint(run_dir, log)
+    """Where a pre-training run in `run_dir` starts: `None` (step 0) or a
+    checkpoint `(step, path, state)` (see `RunWriter.resume_point`)."""
+    return RunWriter.resume_point(run_dir, config, restart, "pretrain",
+                                  RUNTIME_FIELDS, log)
 
 
 def load_texts(config, dataset=None):
@@ -247,15 +230,7 @@ def train(config, strategy=None, dataset=None, restart=False):
         config = with_prepared_tokenizer(config, prepared)
     elif dataset is None:
         data.expand_patterns(config.data)  # missing files, before anything
-    if config.jit_compile == "autocluster" and not autoclustering_active():
-        # Not an error: the run trains, with XLA fusing less.
-        print(
-            "keras-tfm: jit_compile 'autocluster' needs TF_XLA_FLAGS set "
-            "before TensorFlow starts (keras_tfm.training."
-            "autoclustering_environment() says how); this process runs "
-            "without auto-clustering.",
-            file=sys.stderr,
-        )
+    warn_without_autoclustering(config.jit_compile)
 
     writer = RunWriter(run_dir, RUN_FILES, chief=chief)
     with writer:
@@ -302,8 +277,9 @@ def train(config, strategy=None, dataset=None, restart=False):
 
 
 def with_prepared_tokenizer(config, directory):
-    """`config` with the tokenizer of the prepared corpus in `directory`
-    (which fixes it); a conflicting explicit choice is an error."""
+    """`config` with the tokenizer of the prepared corpus in `directory`,
+    which fixes it (the command refuses a conflicting --tokenizer or
+    --vocabulary-size before it gets here)."""
     import dataclasses
 
     from keras_tfm.data.prepared import open_prepared
@@ -316,16 +292,17 @@ def with_prepared_tokenizer(config, directory):
 
 
 def _periodic_validation(config, validation, tokenizer):
-    """The validation batches each periodic evaluation sees (the first
-    `eval_batches`), their dataset and their token and byte counts.
+    """The validation batches each periodic evaluation sees, their dataset
+    and their token and byte counts.
 
-    A batch is an optimizer step's sequences (accumulated batches
-    included), so a run that accumulates sees the same windows as one
-    that takes the same step in one batch.
+    `eval_batches` counts optimizer steps' worth of sequences: a run that
+    accumulates K batches evaluates K times as many batches of
+    `batch_size` (the memory of one batch), so it sees the same windows
+    as one that takes the same step in one batch.
     """
-    val_batch = min(config.batch_size * config.grad_accum_steps,
-                    len(validation))
-    val_batches = min(config.eval_batches, len(validation) // val_batch)
+    val_batch = min(config.batch_size, len(validation))
+    val_batches = min(config.eval_batches * config.grad_accum_steps,
+                      len(validation) // val_batch)
     val_ds = data.make_dataset(
         validation,
         val_batch,

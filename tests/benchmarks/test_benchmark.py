@@ -24,7 +24,6 @@ def test_benchmark_smoke(tmp_path, capsys):
         assert t["parameters"] > 0
     peaks = results["machine"]["matmul_peak_gflops_by_backend"]
     assert set(peaks) == {"xla", "tensorflow"} and min(peaks.values()) > 0
-    assert results["machine"]["matmul_peak_gflops"] == max(peaks.values())
     # The model's own matmuls at the rows one forward pass computes (the
     # smoke config: batch 2 split in 2, sequence 16).
     shapes = results["machine"]["matmul_gflops_at_model_shapes"]

@@ -17,14 +17,18 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+SHAKESPEARE = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures",
+                           "shakespeare.txt")
+
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, shakespeare_path):
     run_dir = tmp_path_factory.mktemp("finished") / "run"
     result = subprocess.run(
         ["keras-tfm", "pretrain", "--config", "tiny", "--data",
-         shakespeare_path, "--output-dir", str(run_dir), "--max-steps", "4",
-         "--eval-every", "2", "--sample-tokens", "0", "--verbose", "0"],
+         os.path.abspath(SHAKESPEARE), "--output-dir", str(run_dir),
+         "--max-steps", "4", "--eval-every", "2", "--sample-tokens", "0",
+         "--verbose", "0"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -107,6 +111,16 @@ CASES = {
         lambda tmp: (unfinished(tmp / RUN),
                      cut_in_half(tmp / RUN / "config.json")),
         ["pretrain", "--config", "tiny", "--output-dir", RUN],
+        "not valid JSON"),
+    "tokenizer.json cut in half (evaluate)": (
+        lambda tmp: cut_in_half(tmp / RUN / "tokenizer" / "tokenizer.json"),
+        ["evaluate", RUN], "not valid JSON"),
+    "tokenizer.json cut in half (resume)": (
+        lambda tmp: (unfinished(tmp / RUN),
+                     cut_in_half(tmp / RUN / "tokenizer" / "tokenizer.json")),
+        ["pretrain", "--config", "tiny", "--data", os.path.abspath(SHAKESPEARE),
+         "--output-dir", RUN, "--max-steps", "4", "--eval-every", "2",
+         "--sample-tokens", "0"],
         "not valid JSON"),
     "evaluate --batch-size 0": (
         None, ["evaluate", RUN, "--batch-size", "0"], "--batch-size"),
@@ -245,7 +259,7 @@ def test_a_stale_lock_is_taken_over(tmp_path, shakespeare_path):
 def test_two_exports_to_one_directory(tmp_path, finished_run):
     # The lock beside the export directory: held, a second export is
     # refused without touching the directory.
-    from keras_tfm.training.run_directory import DirectoryLock
+    from keras_tfm.directories import DirectoryLock
 
     output = tmp_path / "export"
     with DirectoryLock(str(tmp_path / ".export.keras-tfm.lock")):

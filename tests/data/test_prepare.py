@@ -16,11 +16,11 @@ import tensorflow as tf
 from keras_tfm.cli import prepare as prepare_cli
 from keras_tfm.data import readers
 from keras_tfm.data.prepare import prepare
+from keras_tfm.directories import LOCK_FILE
+from keras_tfm.directories import DirectoryLock
 from keras_tfm.errors import UserError
 from keras_tfm.tokenizers import ByteTokenizer
 from keras_tfm.tokenizers import load_tokenizer
-from keras_tfm.training.run_directory import LOCK_FILE
-from keras_tfm.training.run_directory import DirectoryLock
 
 # Words that test the tokenizers' edges: UTF-8 of 1-4 bytes, U+00FF (whose
 # encoding holds no 0xff byte), no-break and other spaces that are not

@@ -11,8 +11,6 @@ from tensorflow.python.data.experimental.ops import distribute
 from keras_tfm.data.prepare import prepare
 from keras_tfm.data.prepared import is_prepared_directory
 from keras_tfm.data.prepared import open_prepared
-from keras_tfm.data.prepared import positions_in_document
-from keras_tfm.data.prepared import segment_ids
 from keras_tfm.data.prepared import stable_hash
 from keras_tfm.errors import UserError
 from keras_tfm.tokenizers import ByteTokenizer
@@ -266,21 +264,3 @@ def test_sequences_longer_than_every_shard_are_refused(prepared):
     with pytest.raises(UserError) as error:
         open_prepared(prepared).train_dataset(5000, 8)
     assert "--sequence-length" in str(error.value)
-
-
-TOKENS = [[5, 6, 3, 7, 3, 3, 8], [3, 9, 9, 3, 9, 9, 9]]
-SEGMENTS = [[0, 0, 0, 1, 1, 2, 3], [0, 1, 1, 1, 2, 2, 2]]
-POSITIONS = [[0, 1, 2, 0, 1, 0, 0], [0, 0, 1, 2, 0, 1, 2]]
-
-
-def test_segment_ids_and_positions_in_document():
-    assert segment_ids(tf.constant(TOKENS)).numpy().tolist() == SEGMENTS
-    assert positions_in_document(TOKENS).numpy().tolist() == POSITIONS
-    assert positions_in_document(TOKENS[0]).numpy().tolist() == POSITIONS[0]
-    # Inside a compiled model function.
-    compiled = tf.function(
-        lambda t: (segment_ids(t), positions_in_document(t)),
-        jit_compile=True)
-    segments, positions = compiled(tf.constant(TOKENS))
-    assert segments.numpy().tolist() == SEGMENTS
-    assert positions.numpy().tolist() == POSITIONS

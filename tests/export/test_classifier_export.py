@@ -242,7 +242,9 @@ def test_quantized_files_within_a_point_or_dropped(byte_run, report):
 
 def test_predict_with_the_tflite_backend_matches_keras(byte_run, report):
     texts = TEXTS[:3]
-    on_device = TASK.predict_run(byte_run, texts, backend="tflite")
+    from keras_tfm.export.tasks import predict_with_tflite
+
+    on_device = predict_with_tflite(byte_run, texts)
     in_keras = TASK.predict_run(byte_run, texts)
     for a, b in zip(on_device, in_keras):
         assert a["label"] == b["label"]

@@ -299,6 +299,32 @@ def test_decode_latency_benchmark_smoke(capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+def test_a_quantized_file_alone_is_still_checked(run_dir, tmp_path):
+    # Without the float32 file in the same export, the bound is against
+    # the Keras model's held-out loss, computed here independently.
+    from keras_tfm.tasks import load_run
+    from keras_tfm.tasks import run_data
+
+    report = export_run(run_dir, formats=["tflite"], quantize=["int8"],
+                        output=str(tmp_path / "x"), log=lambda *a: None)
+    (entry_,) = report["files"] + report["dropped"]
+    config, tokenizer, model = load_run(run_dir)
+    held_out = run_data(config, tokenizer).validation.subset(
+        np.arange(report["held_out_windows"]))
+    logits = np.asarray(model(held_out.tokens[:, :-1])).astype(np.float64)
+    targets = held_out.tokens[:, 1:]
+    log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1))
+    log_z += logits.max(-1)
+    picked = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+    keras_nll = float((log_z - picked).mean())
+    np.testing.assert_allclose(report["keras"]["held_out_nll"], keras_nll,
+                               rtol=1e-4)
+    if entry_ in report["files"]:
+        assert entry_["held_out_nll"] / keras_nll - 1 <= 0.02
+    else:
+        assert "outside the 2% bound" in entry_["reason"]
+
+
 def test_every_file_reports_size_parity_and_bits_per_byte(report):
     for e in report["files"]:
         assert {"path", "bytes", "max_abs_logit_diff",
@@ -336,8 +362,15 @@ def test_masked_lm_export_fills_blanks_like_keras(masked_run, tmp_path):
 
     output = str(tmp_path / "export")
     report = export_run(masked_run, formats=["savedmodel", "tflite"],
-                        quantize=["none"], output=output,
+                        quantize=["none", "dynamic"], output=output,
                         log=lambda *a: None)
+    # A masked LM's quantized file is checked too (its loss on held-out
+    # text against the Keras model's): kept within its bound, or dropped.
+    dynamic = [e for e in report["files"] + report["dropped"]
+               if e.get("quantization") == "dynamic"]
+    assert len(dynamic) == 1 and "held_out_nll_vs_keras" in dynamic[0]
+    report["files"] = [e for e in report["files"]
+                       if e.get("quantization") != "dynamic"]
     saved = entry(report, "savedmodel")
     assert "fill_mask" in saved["signatures"]
     # Masked LMs get no decoder or text file: they do not generate.

@@ -231,10 +231,12 @@ def test_step_logits_match_keras(run_dir, keras_run):
 def test_tflite_backend_without_an_export(tmp_path, run_dir):
     import shutil
 
+    from keras_tfm.export.tasks import predict_with_tflite
+
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("export"))
     with pytest.raises(UserError, match="run `keras-tfm export"):
-        tasks.TRANSLATION.predict_run(str(copy), ["x"], backend="tflite")
+        predict_with_tflite(str(copy), ["x"])
 
 
 def test_evaluate_run_scores_given_files(run_dir, tmp_path, keras_run):

@@ -38,3 +38,20 @@ def test_documents_and_positions_by_hand():
     same = np.asarray(document_attention_mask(ids, 3))[0]
     assert same[1, 0] and same[2, 0] and not same[3, 2] and same[4, 3]
     assert not same[6, 5] and same[6, 6]
+
+
+def test_documents_and_positions_under_xla():
+    import tensorflow as tf
+
+    from keras_tfm.layers.masks import document_ids
+    from keras_tfm.layers.masks import positions_in_documents
+
+    tokens = tf.constant([[5, 6, 3, 7, 3, 3, 8], [3, 9, 9, 3, 9, 9, 9]])
+    compiled = tf.function(
+        lambda t: (document_ids(t, 3), positions_in_documents(t, 3)),
+        jit_compile=True)
+    documents, positions = compiled(tokens)
+    assert documents.numpy().tolist() == [[0, 0, 0, 1, 1, 2, 3],
+                                          [0, 1, 1, 1, 2, 2, 2]]
+    assert positions.numpy().tolist() == [[0, 1, 2, 0, 1, 0, 0],
+                                          [0, 0, 1, 2, 0, 1, 2]]

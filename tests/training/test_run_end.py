@@ -56,10 +56,11 @@ elif phase == "metrics_write":
     at(run.RunWriter, "finish")
 elif phase == "first_row":
     at(history.History, "record")
-elif phase == "mid_interval":
+elif phase in ("mid_interval", "after_an_evaluation"):
+    stop = 4 if phase == "mid_interval" else 8
     at(callbacks.StepMonitor, "on_train_batch_end",
        when=lambda self, batch, logs=None:
-           callbacks.current_step(self.model) == 4)
+           callbacks.current_step(self.model) == stop)
 from keras_tfm.cli import main
 sys.exit(main(sys.argv[3:]))
 '''
@@ -122,12 +123,16 @@ def assert_same_run(got, expected):
 
 @pytest.mark.parametrize("phase", ["final_evaluation", "model_write",
                                    "metrics_write", "first_row",
-                                   "mid_interval"])
+                                   "mid_interval", "after_an_evaluation"])
 def test_killed_at_a_phase_resumes_to_the_same_result(
     phase, tmp_path, shakespeare_path, uninterrupted
 ):
     run_dir = tmp_path / "run"
     args = command(run_dir, shakespeare_path)
+    if phase == "after_an_evaluation":
+        # Checkpoints at evaluations only: killed at step 8, the rerun
+        # resumes from step 6, whose row is written.
+        args += ["--checkpoint-every", "6"]
     killed = patched(phase, "kill", args)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (run_dir / "metrics.json").exists()

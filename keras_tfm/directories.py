@@ -1,4 +1,4 @@
-"""The run directory: one writer at a time, created only when needed.
+"""Directories a process writes: one writer at a time, created only when needed.
 
 A directory that a keras-tfm process writes (a run, an export, a prepared
 corpus) holds a lock file while it does, naming the process (pid, host,
