@@ -5,7 +5,8 @@
 
 import os
 
-# keras-tfm is built on TensorFlow ops (tf.data, tensorflow-text, tf.distribute).
+# keras-tfm is built on TensorFlow ops (tf.data, tensorflow-text,
+# tf.distribute).
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from keras_tfm._startup import import_tensorflow_quietly  # noqa: E402

@@ -18,7 +18,9 @@ def layer_norm(x, gamma, beta, epsilon):
 
 
 def gelu_tanh(x):
-    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (
+        1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))
+    )
 
 
 def attention(x, qkv_kernel, qkv_bias, out_kernel, out_bias, num_heads,
@@ -42,7 +44,9 @@ def attention(x, qkv_kernel, qkv_bias, out_kernel, out_bias, num_heads,
 
 
 def causal_mask(batch, seq):
-    return np.broadcast_to(np.tril(np.ones((seq, seq), bool)), (batch, seq, seq))
+    return np.broadcast_to(
+        np.tril(np.ones((seq, seq), bool)), (batch, seq, seq)
+    )
 
 
 def cross_attention(x, memory, q_kernel, q_bias, kv_kernel, kv_bias,

@@ -246,8 +246,9 @@ def time_generation(config, contexts, new_tokens=32):
         tokens = list(prompt)
         start = time.perf_counter()
         for _ in range(new_tokens):
-            logits = recompute(tf.constant([tokens[-model.max_sequence_length:]],
-                                           tf.int32))
+            logits = recompute(
+                tf.constant([tokens[-model.max_sequence_length:]], tf.int32)
+            )
             tokens.append(int(np.argmax(logits[0, -1])))
         recomputed = time.perf_counter() - start
         results[context] = {
@@ -404,8 +405,12 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
             "jit_compile": config.jit_compile,
             "autocluster_active": autoclustering_active(),
             "precision": config.precision,
-            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "intra_op_threads": (
+                tf.config.threading.get_intra_op_parallelism_threads()
+            ),
+            "inter_op_threads": (
+                tf.config.threading.get_inter_op_parallelism_threads()
+            ),
             "steps_per_execution": 1,
             # Parts of the batch keras-tfm's step runs side by side.
             "batch_splits": models["keras_tfm"].batch_splits,
@@ -420,7 +425,9 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
             ),
         },
         "flops_per_token": model_flops,
-        "flops_formula": "6 * matmul_parameters + 12 * layers * hidden * sequence",
+        "flops_formula": (
+            "6 * matmul_parameters + 12 * layers * hidden * sequence"
+        ),
         "training": training,
         "tokens_per_second_ratio_vs_keras_hub": (
             ours["tokens_per_second"] / reference["tokens_per_second"]
@@ -438,7 +445,9 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
             if pytorch_reference else {}
         ),
         **{
-            f"speedup_vs_{name}": _ratio_summary(times[name], times["keras_tfm"])
+            f"speedup_vs_{name}": _ratio_summary(
+                times[name], times["keras_tfm"]
+            )
             for name in ("keras_tfm_fp32_xla", "keras_tfm_unsplit",
                          "keras_tfm_exact_gelu", "keras_tfm_documents",
                          "pytorch_nanogpt")
@@ -546,7 +555,8 @@ def format_results(results):
             )
     for context, g in results["generation"].items():
         lines.append(
-            f"generate at context {context}: {g['cached_tokens_per_second']:.0f} "
+            f"generate at context {context}: "
+            f"{g['cached_tokens_per_second']:.0f} "
             f"tokens/s with the cache, {g['recompute_tokens_per_second']:.0f} "
             f"recomputing ({g['speedup']:.1f}x)"
         )

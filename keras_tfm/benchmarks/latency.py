@@ -48,7 +48,9 @@ def _time(function, repeats):
 def measure(context, rounds=15, repeats=5, threads=None, model_kwargs=None):
     """Per-variant median milliseconds per token at one context length."""
     model = CausalLM(max_sequence_length=context, **(model_kwargs or SMALL))
-    ids = np.random.default_rng(0).integers(4, 260, (1, context)).astype(np.int32)
+    ids = np.random.default_rng(0).integers(
+        4, 260, (1, context)
+    ).astype(np.int32)
     position = context - 1
 
     logits_content, _ = tflite.convert_logits_model(model, context)
@@ -69,7 +71,9 @@ def measure(context, rounds=15, repeats=5, threads=None, model_kwargs=None):
     _, _, keras_cache = model.call_with_cache(ids, keras_cache, 0)
 
     variants = {
-        "tflite_decode": lambda: decode(token_id=token, index=index, cache=cache),
+        "tflite_decode": lambda: decode(
+            token_id=token, index=index, cache=cache
+        ),
         "tflite_recompute": lambda: full_run(token_ids=ids),
         "keras_cached": lambda: keras_step(
             tf.constant(token), keras_cache, tf.constant(position)
@@ -108,11 +112,13 @@ def main(argv=None):
     if args.json:
         print(json.dumps(results))
         return results
-    print(f"{'context':>7} {'variant':>17} {'ms/token':>9} {'vs recompute':>13}")
+    print(f"{'context':>7} {'variant':>17} {'ms/token':>9} "
+          f"{'vs recompute':>13}")
     for context, timings in results.items():
         reference = timings["tflite_recompute"]
         for name, ms in timings.items():
-            print(f"{context:>7} {name:>17} {ms:>9.3f} {ms / reference:>12.2f}x")
+            print(f"{context:>7} {name:>17} {ms:>9.3f} "
+                  f"{ms / reference:>12.2f}x")
     return results
 
 

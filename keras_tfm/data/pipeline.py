@@ -47,7 +47,9 @@ def make_dataset(
 
         def window(example):
             # Example i of the stream: pass i // count, position i % count.
-            pass_seed = tf.stack([tf.constant(seed, tf.int64), example // count])
+            pass_seed = tf.stack(
+                [tf.constant(seed, tf.int64), example // count]
+            )
             index = tf.random.experimental.index_shuffle(
                 example % count, pass_seed, count - 1
             )

@@ -43,7 +43,9 @@ def decoder_archive(model):
     archive.add_endpoint(
         "prefill",
         prefill,
-        input_signature=[tf.TensorSpec([1, length], tf.int32, name="token_ids")],
+        input_signature=[
+            tf.TensorSpec([1, length], tf.int32, name="token_ids")
+        ],
     )
     archive.add_endpoint(
         "decode",

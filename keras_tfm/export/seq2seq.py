@@ -725,8 +725,9 @@ def tflite_outputs(run_dir, task_name, texts, beam_size=None):
                 length_penalty=config.length_penalty,
             )
             outputs.append(
-                tasks.output_texts(tokenizer, tf.constant([ids or [0]], tf.int32)
-                             )[0].numpy().decode("utf-8", errors="replace"))
+                tasks.output_texts(
+                    tokenizer, tf.constant([ids or [0]], tf.int32)
+                )[0].numpy().decode("utf-8", errors="replace"))
     return outputs
 
 

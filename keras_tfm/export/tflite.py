@@ -23,8 +23,9 @@ from keras_tfm.export.saved_model import logits_archive
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 
 
-def convert_saved_model(saved_model_dir, signature_keys, quantization, allow_flex,
-             representative_dataset=None, allow_custom_ops=False):
+def convert_saved_model(saved_model_dir, signature_keys, quantization,
+                        allow_flex, representative_dataset=None,
+                        allow_custom_ops=False):
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=signature_keys
     )
@@ -38,7 +39,8 @@ def convert_saved_model(saved_model_dir, signature_keys, quantization, allow_fle
         # Weights and activations in int8, calibrated on real text.
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
-        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+               tf.lite.OpsSet.TFLITE_BUILTINS]
     if allow_flex:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
@@ -49,7 +51,8 @@ def convert_saved_model(saved_model_dir, signature_keys, quantization, allow_fle
         return converter.convert()
     except Exception as e:  # the converter raises ConverterError and others
         message = str(e).strip().splitlines()
-        flex = [line for line in message if "Flex" in line or "select" in line.lower()]
+        flex = [line for line in message
+                if "Flex" in line or "select" in line.lower()]
         raise UserError(
             f"TFLite conversion ({quantization}) failed: "
             f"{(flex or message or ['unknown error'])[-1].strip()}"
@@ -128,7 +131,9 @@ def attention_layers(layer, seen=None):
         if isinstance(value, keras.layers.Layer):
             children.append(value)
         elif isinstance(value, (list, tuple)):
-            children.extend(v for v in value if isinstance(v, keras.layers.Layer))
+            children.extend(
+                v for v in value if isinstance(v, keras.layers.Layer)
+            )
     for child in children:
         found.extend(attention_layers(child, seen))
     return found

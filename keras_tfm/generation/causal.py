@@ -105,7 +105,9 @@ def generate_ids(model, prompt_ids, max_new_tokens, sampler=None):
     tokens, new = list(prompt_ids), []
     while len(new) < max_new_tokens:
         remaining = max_new_tokens - len(new)
-        context = tokens[-max(1, max_length - min(remaining, max_length // 2)) :]
+        context = tokens[
+            -max(1, max_length - min(remaining, max_length // 2)) :
+        ]
         steps = min(remaining, max_length - len(context))
         buffer = tf.constant([context + [0] * steps], dtype=tf.int32)
         output = generate(buffer, tf.constant(len(context), tf.int32))

@@ -46,7 +46,9 @@ class RotaryEmbedding(keras.layers.Layer):
         inverse_wavelength = ops.power(
             ops.cast(self.max_wavelength, "float32"), -exponent
         )
-        positions = ops.cast(ops.arange(sequence_length) + start_index, "float32")
+        positions = ops.cast(
+            ops.arange(sequence_length) + start_index, "float32"
+        )
         # (sequence_length, half) -> (1, sequence_length, 1, half)
         angles = positions[:, None] * inverse_wavelength[None, :]
         cos = ops.cast(ops.cos(angles), dtype)[None, :, None, :]

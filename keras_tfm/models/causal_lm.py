@@ -106,7 +106,9 @@ class CausalLM(TransformerLM):
         optimizer, loss = self._compile_defaults(optimizer, loss)
         if metrics == "auto":
             metrics = default_metrics()
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
 
     def init_cache(self, batch_size):
         """An empty KV cache for `batch_size` sequences.

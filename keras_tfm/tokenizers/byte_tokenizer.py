@@ -27,7 +27,9 @@ class ByteTokenizer(Tokenizer):
         return ids, tf.ones_like(ids)
 
     def token_strings(self):
-        return [b""] * self.num_special_tokens + [bytes([b]) for b in range(256)]
+        return [b""] * self.num_special_tokens + [
+            bytes([b]) for b in range(256)
+        ]
 
     def get_config(self):
         return {"type": "byte"}

@@ -129,7 +129,10 @@ class WordPieceTokenizer(Tokenizer):
         for i, token in enumerate(self.vocabulary):
             if i < self.num_special_tokens:
                 token = ""
-            elif token.startswith(SUFFIX_INDICATOR) and token != SUFFIX_INDICATOR:
+            elif (
+                token.startswith(SUFFIX_INDICATOR)
+                and token != SUFFIX_INDICATOR
+            ):
                 token = token[len(SUFFIX_INDICATOR) :]
             strings.append(token.encode("utf-8"))
         return strings

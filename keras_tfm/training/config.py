@@ -431,7 +431,9 @@ def coerce(field, value):
         return float(value)
     if kind is str and isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+    if isinstance(value, kind) and not (
+        kind is int and isinstance(value, bool)
+    ):
         return value
     raise ConfigError(f"{key} must be of type {kind.__name__}; got {value!r}.")
 

@@ -3,11 +3,11 @@
     with RunWriter(run_dir, RUN_FILES, chief) as writer:   # lock
         ... validate inputs, build the model ...            # nothing written
         writer.begin(fresh=not resume)                       # now it changes
-        loop = writer.loop(...)                              # checkpoints, history
+        loop = writer.loop(...)                           # checkpoints, history
         with loop:
             loop.run()
             writer.save_model(model)
-            writer.finish(metrics)                           # metrics.json, last
+            writer.finish(metrics)                          # metrics.json, last
 
 A failure before `begin` leaves the directory as it was (a directory
 created for the run is removed again). Only the chief of a multi-worker job

@@ -21,7 +21,9 @@ def split_cpu(num_devices):
     before TensorFlow initializes its devices.
     """
     cpus = tf.config.list_physical_devices("CPU")
-    configs = [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)]
+    configs = [
+        tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)
+    ]
     try:
         tf.config.set_logical_device_configuration(cpus[0], configs)
     except RuntimeError:

@@ -64,7 +64,9 @@ class TrainingModel(keras.Model):
         for name, value in (("batch_splits", batch_splits),
                             ("grad_accum_steps", grad_accum_steps)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
+                raise ValueError(
+                    f"{name} must be a positive int; got {value!r}"
+                )
         self.model = model
         # A functional model is built on construction; so is its wrapper
         # (checkpoints load into it before any call).

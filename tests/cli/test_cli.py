@@ -118,7 +118,7 @@ def test_pretrain_evaluate_generate_end_to_end(tmp_path, shakespeare_path):
 
     # The console script reports a user's mistake without a traceback.
     bad = run_cli("evaluate", str(tmp_path), "--json")
-    assert_one_line_error(bad.returncode, bad.stderr, "no model in")
+    assert_one_line_error(bad.returncode, bad.stderr, "is not a keras-tfm run")
 
 
 @pytest.mark.slow

@@ -200,7 +200,7 @@ def test_bad_choices(run_dir, capsys, args, message, tmp_path):
 
 def test_run_directory_without_a_model(tmp_path, capsys):
     code = main(["export", str(tmp_path)])
-    assert code == 2 and "no model in" in capsys.readouterr().err
+    assert code == 2 and "is not a keras-tfm run" in capsys.readouterr().err
 
 
 def test_failed_conversion_leaves_nothing(run_dir, tmp_path, monkeypatch):
@@ -268,7 +268,8 @@ def test_text_tflite_takes_raw_strings(run_dir, report):
         "import sys, numpy as np, tensorflow_text as tf_text\n"
         "from ai_edge_litert.interpreter import InterpreterWithCustomOps\n"
         "runner = InterpreterWithCustomOps(model_path=sys.argv[1],\n"
-        "    custom_op_registerers=tf_text.tflite_registrar.SELECT_TFTEXT_OPS)\n"
+        "    custom_op_registerers="
+        "tf_text.tflite_registrar.SELECT_TFTEXT_OPS)\n"
         "out = runner.get_signature_runner('serving_default')(\n"
         "    text=np.array([b'To be, or not'] ))\n"
         "import json\n"
@@ -307,7 +308,8 @@ def test_a_quantized_file_alone_is_still_checked(run_dir, tmp_path):
 
     report = export_run(run_dir, formats=["tflite"], quantize=["int8"],
                         output=str(tmp_path / "x"), log=lambda *a: None)
-    (entry_,) = report["files"] + report["dropped"]
+    (entry_,) = [e for e in report["files"] + report["dropped"]
+                 if e["path"] == "tflite/model_int8.tflite"]
     config, tokenizer, model = load_run(run_dir)
     held_out = run_data(config, tokenizer).validation.subset(
         np.arange(report["held_out_windows"]))

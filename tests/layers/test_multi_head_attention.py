@@ -63,7 +63,9 @@ def test_hand_set_identity_weights_give_exact_numbers():
     out, scores = layer(x, return_attention_scores=True)
     # Scores: softmax([1, 0] / sqrt(2)) for row 0, softmax([0, 1] / ...).
     p = 1.0 / (1.0 + np.exp(-1.0 / np.sqrt(2.0)))
-    np.testing.assert_allclose(scores[0, 0], [[p, 1 - p], [1 - p, p]], atol=1e-6)
+    np.testing.assert_allclose(
+        scores[0, 0], [[p, 1 - p], [1 - p, p]], atol=1e-6
+    )
     np.testing.assert_allclose(out[0], [[p, 1 - p], [1 - p, p]], atol=1e-6)
 
 
@@ -125,7 +127,10 @@ def test_attention_scores_are_masked_probabilities():
     scores = np.asarray(scores)
     assert scores.shape == (BATCH, HEADS, SEQ, SEQ)
     np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-6)
-    assert np.all(scores[..., np.triu_indices(SEQ, 1)[0], np.triu_indices(SEQ, 1)[1]] == 0)
+    assert np.all(
+        scores[..., np.triu_indices(SEQ, 1)[0], np.triu_indices(SEQ, 1)[1]]
+        == 0
+    )
 
 
 def test_dropout_only_in_training():

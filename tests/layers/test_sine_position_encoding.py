@@ -26,7 +26,9 @@ def test_matches_vaswani_formula(hidden_dim):
         for i in range(hidden_dim):
             pair = i - i % 2  # 2k
             angle = pos / 10000 ** (pair / hidden_dim)
-            expected[pos, i] = math.sin(angle) if i % 2 == 0 else math.cos(angle)
+            expected[pos, i] = (
+                math.sin(angle) if i % 2 == 0 else math.cos(angle)
+            )
     np.testing.assert_allclose(out[0], expected, atol=1e-5)
 
 

@@ -31,7 +31,9 @@ def test_layer_basics(normalize_first, expected_weights):
 
 
 def test_stack_is_its_blocks_then_final_norm():
-    stack = TransformerEncoder(num_layers=2, num_heads=HEADS, intermediate_dim=16)
+    stack = TransformerEncoder(
+        num_layers=2, num_heads=HEADS, intermediate_dim=16
+    )
     x = random_inputs()
     out = stack(x, use_causal_mask=True)
     h = x
@@ -61,7 +63,9 @@ def test_cached_decoding_equals_full_forward(rotary):
 
 
 def test_future_token_never_changes_earlier_output():
-    stack = TransformerEncoder(num_layers=2, num_heads=HEADS, intermediate_dim=16)
+    stack = TransformerEncoder(
+        num_layers=2, num_heads=HEADS, intermediate_dim=16
+    )
     x = random_inputs()
     changed = x.copy()
     changed[:, 4:] += 5.0
@@ -71,7 +75,9 @@ def test_future_token_never_changes_earlier_output():
 
 
 def test_padded_position_changes_no_other_output():
-    stack = TransformerEncoder(num_layers=2, num_heads=HEADS, intermediate_dim=16)
+    stack = TransformerEncoder(
+        num_layers=2, num_heads=HEADS, intermediate_dim=16
+    )
     x = random_inputs()
     padding = np.ones((BATCH, SEQ), bool)
     padding[:, 0] = False

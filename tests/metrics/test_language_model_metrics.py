@@ -35,7 +35,9 @@ def test_uniform_model_has_closed_form_figures():
     np.testing.assert_allclose(results["loss"], math.log(260), rtol=1e-6)
     np.testing.assert_allclose(results["perplexity"], 260, rtol=1e-5)
     expected_bpb = math.log2(260) * results["tokens"] / results["bytes"]
-    np.testing.assert_allclose(results["bits_per_byte"], expected_bpb, rtol=1e-6)
+    np.testing.assert_allclose(
+        results["bits_per_byte"], expected_bpb, rtol=1e-6
+    )
 
 
 def test_unknown_tokens_are_charged_their_bytes():

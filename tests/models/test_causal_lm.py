@@ -22,7 +22,9 @@ def token_ids(batch=2, seq=SEQ):
     return np.random.randint(4, VOCAB, size=(batch, seq)).astype("int32")
 
 
-@pytest.mark.parametrize("position_embedding", ["learned", "sinusoidal", "rotary"])
+@pytest.mark.parametrize(
+    "position_embedding", ["learned", "sinusoidal", "rotary"]
+)
 def test_logits_shape_and_save_round_trip(position_embedding, tmp_path):
     model = CausalLM(position_embedding=position_embedding, **KWARGS)
     x = token_ids()
@@ -81,7 +83,9 @@ def test_future_token_never_changes_earlier_logits():
     assert not np.allclose(a[:, 5:], b[:, 5:])
 
 
-@pytest.mark.parametrize("position_embedding", ["learned", "sinusoidal", "rotary"])
+@pytest.mark.parametrize(
+    "position_embedding", ["learned", "sinusoidal", "rotary"]
+)
 def test_cached_decoding_equals_full_forward(position_embedding):
     model = CausalLM(position_embedding=position_embedding, **KWARGS)
     x = token_ids()
@@ -139,7 +143,8 @@ def test_loads_after_importing_keras_tfm_only(tmp_path):
 
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": os.path.dirname(keras_tfm.__path__[0])},
+        env={**os.environ,
+             "PYTHONPATH": os.path.dirname(keras_tfm.__path__[0])},
         timeout=120,
     )
     assert out.returncode == 0, out.stderr

@@ -42,7 +42,9 @@ def test_smoke_run_writes_a_complete_run_directory(tmp_path, shakespeare_path):
                 "train_loss", "steps", "tokens_seen", "tokens_per_second"):
         assert np.isfinite(saved[key]), key
     assert saved["steps"] == 4
-    assert saved["tokens_seen"] == 4 * config.batch_size * config.sequence_length
+    assert saved["tokens_seen"] == (
+        4 * config.batch_size * config.sequence_length
+    )
     assert saved == metrics
     assert [int(r["step"]) for r in read_history(run_dir)] == [2, 4]
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"))
