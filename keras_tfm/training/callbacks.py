@@ -87,12 +87,17 @@ class StepMonitor(keras.callbacks.Callback):
         self.preempted = False
 
     def on_train_begin(self, logs=None):
-        self.fit_start_step = current_step(self.model)
-        self.last_step = self.fit_start_step
-        # Mean train loss over this fit call's steps so far.
-        self.fit_loss = 0.0
+        self.last_step = current_step(self.model)
+        self.start_interval()
         self._begin = time.perf_counter()
         self._last_end = None
+
+    def start_interval(self):
+        """Starts counting an evaluation interval's steps and mean loss
+        (Keras resets its loss mean at every epoch, one per interval)."""
+        self.fit_start_step = self.last_step
+        # Mean train loss over this interval's steps so far.
+        self.fit_loss = 0.0
 
     def _sigterm_anywhere(self):
         strategy = self.model.distribute_strategy

@@ -189,7 +189,7 @@ class Loop:
                 # that step now, with the train loss saved then.
                 self._record(step)
         while step < self.max_steps:
-            step = self._train_interval(step)
+            step = self._train_intervals(step)
         if self.final_figures is None:
             # Resumed after the last row was written (killed while the
             # model or metrics were): the final figures again.
@@ -204,10 +204,20 @@ class Loop:
     def __exit__(self, *exc):
         self.sigterm.__exit__(*exc)
 
-    def _train_interval(self, step):
+    def _train_intervals(self, step):
+        """Trains from `step` to the next evaluation, or through every
+        whole evaluation interval ahead in one `fit` call (one epoch an
+        interval), so the data stream is opened once for all of them: a
+        stream that starts mid-way must skip to its position, and a prepared
+        corpus skips by reading."""
         target = min(
             (step // self.eval_every + 1) * self.eval_every, self.max_steps
         )
+        intervals = 1
+        whole = (self.max_steps - step) // self.eval_every
+        if step % self.eval_every == 0 and whole > 1:
+            intervals = whole
+            target = step + intervals * self.eval_every
         monitor = StepMonitor(
             self.state,
             lambda s: self._checkpoint(
@@ -217,20 +227,40 @@ class Loop:
             self.checkpoint_every,
             self.sigterm,
         )
-        if self.verbose:
+        loop = self
+
+        class IntervalEnd(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                first = min(step + epoch * loop.eval_every, target)
+                if loop.verbose and intervals > 1:
+                    loop.log(f"steps {first + 1}-"
+                             f"{min(first + loop.eval_every, target)} of "
+                             f"{loop.max_steps}")
+
+            def on_epoch_end(self, epoch, logs=None):
+                loop._finish_interval(monitor)
+
+        if self.verbose and intervals == 1:
             self.log(f"steps {step + 1}-{target} of {self.max_steps}")
         self.trainer.fit(
             self.train_dataset(step),
-            steps_per_epoch=(target - step) * self.grad_accum_steps,
-            epochs=1,
-            callbacks=[monitor],
+            steps_per_epoch=(target - step) // intervals
+            * self.grad_accum_steps,
+            epochs=intervals,
+            callbacks=[monitor, IntervalEnd()],
             verbose=self.verbose,
             shuffle=False,  # the stream is shuffled, by step
         )
+        return current_step(self.trainer)
+
+    def _finish_interval(self, monitor):
+        """After an interval's last step: the divergence and SIGTERM
+        checks, the checkpoint, the evaluation and its row."""
         step = current_step(self.trainer)
         self.state.step = step
         self.state.interval_loss_sum = monitor.interval_loss_sum()
         self.state.interval_steps += monitor.fit_steps
+        monitor.start_interval()
         if monitor.diverged_at is not None:
             kept = (
                 f"step {self._last_checkpoint}" if self._last_checkpoint
@@ -253,7 +283,6 @@ class Loop:
             # evaluation so that a kill during it loses nothing.
             self._checkpoint(step)
         self._record(step)
-        return step
 
     def check_sigterm(self, phase):
         """Raises `Preempted` if SIGTERM arrived; the run resumes from its
