@@ -74,6 +74,11 @@ def import_tensorflow_quietly():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not verbose():
         _ignore_noise_warnings()
+        # TensorFlow's Python logger says "Assets written to ..." at INFO
+        # on every SavedModel write.
+        import logging
+
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
     if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
         return
     with _silenced_stderr():
