@@ -479,8 +479,8 @@ def run_benchmark(config, steps=30, warmup=3, smoke=False, plot_path=None,
         )
     results["scaling"] = []
     if scaling:
-        lengths = [16, 32] if smoke else [64, 128, 256, 512, 1024]
-        widths = [32, 64] if smoke else [64, 128, 256, 512]
+        lengths = [16] if smoke else [64, 128, 256, 512, 1024]
+        widths = [32] if smoke else [64, 128, 256, 512]
         results["scaling"] = time_scaling(
             config, texts, lengths, widths, 2 if smoke else 5, jit_compile
         )

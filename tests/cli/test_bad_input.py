@@ -1,10 +1,13 @@
 """Every mistake a user can make: one line naming the problem, a non-zero
 exit, no traceback, and nothing created or changed.
 
-Each case runs the real command in a subprocess, in a directory prepared
-for it (a finished tiny run is copied in as `run/` when the case needs
-one); the directory tree (names, sizes, modification times) must be the
-same after the command as before.
+Each case runs the command in a directory prepared for it (a finished
+tiny run is copied in as `run/`); the directory tree (names, sizes,
+modification times) must be the same after the command as before. The
+cases run in this process through `keras_tfm.cli.main`, which is all the
+console script calls; a few also run as the installed `keras-tfm` command
+in a subprocess, to show the script adds nothing to the one line (no
+traceback, the same exit status).
 """
 
 import os
@@ -185,19 +188,51 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_bad_input(case, tmp_path, finished_run):
+# One of each kind: a usage error (argparse), an error found while
+# loading a run, one found while validating a new run's config.
+IN_A_SUBPROCESS = ("unknown flag", "truncated model.keras (evaluate)",
+                   "--activation bogus")
+
+
+def run_command(args, cwd, capsys, monkeypatch):
+    """`keras-tfm ARGS` in this process: (exit status, stderr)."""
+    from keras_tfm.cli import main
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def run_script(args, cwd):
+    """`keras-tfm ARGS` as the installed console script."""
+    result = subprocess.run(["keras-tfm", *args], cwd=cwd,
+                            capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize(
+    "case, how",
+    [(case, "main") for case in CASES]
+    + [(case, "script") for case in IN_A_SUBPROCESS],
+)
+def test_bad_input(case, how, tmp_path, finished_run, capsys, monkeypatch):
     setup, args, fragment = CASES[case]
     shutil.copytree(finished_run, tmp_path / RUN)
     if setup:
         setup(tmp_path)
     before = snapshot(tmp_path)
-    result = subprocess.run(["keras-tfm", *args], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
-    assert "Traceback" not in result.stderr
-    assert len(lines) == 1, result.stderr[-3000:]
+    if how == "script":
+        code, stderr = run_script(args, tmp_path)
+    else:
+        code, stderr = run_command(args, tmp_path, capsys, monkeypatch)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2, (code, stderr[-3000:])
+    assert "Traceback" not in stderr
+    assert len(lines) == 1, stderr[-3000:]
     assert "error:" in lines[0] and fragment in lines[0], lines[0]
     assert snapshot(tmp_path) == before
 
