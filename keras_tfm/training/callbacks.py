@@ -64,7 +64,8 @@ class StepMonitor(keras.callbacks.Callback):
       the broken state is written (`self.diverged_at` names the step).
     - Training time counts between consecutive step ends, so each `fit`
       call's first step (tracing and XLA compilation) is left out and
-      timed on its own (`state.first_step_seconds`, the run's first).
+      timed on its own (`state.first_step_seconds`, the run's first), and
+      so is the time between epochs (the loop's evaluations).
     - Every `checkpoint_every` steps, `save(step)` writes a checkpoint; on
       SIGTERM the current step is saved and training stops
       (`self.preempted`); under MultiWorkerMirroredStrategy when any worker
@@ -91,6 +92,12 @@ class StepMonitor(keras.callbacks.Callback):
         self.start_interval()
         self._begin = time.perf_counter()
         self._last_end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # One epoch per evaluation interval: the evaluation and checkpoint
+        # between two epochs are not training time.
+        if self._last_end is not None:
+            self._last_end = time.perf_counter()
 
     def start_interval(self):
         """Starts counting an evaluation interval's steps and mean loss

@@ -1,8 +1,10 @@
 """The training loop every keras-tfm run shares: compiled `fit` calls from
 one evaluation to the next, checkpoints, history, kills and SIGTERM.
 
-Training runs as one `model.fit` call per evaluation interval, on a data
-stream that starts at the current step, so a run resumed from a checkpoint
+Training runs as `model.fit` calls of one epoch per evaluation interval
+(one call for every whole interval ahead; a resumed partial interval and
+a shorter last one get their own), each on a data stream that starts at
+the current step, so a run resumed from a checkpoint
 continues the same stream at the same step, and the learning-rate schedule
 (a function of the optimizer's step) continues too. The loop's own state
 (the running train loss of the unfinished interval, timings) is saved
