@@ -77,6 +77,8 @@ def lambda_model(run):
 
 
 RUN = "run"
+# Every case fails before a run touches process-wide state (determinism,
+# seeds, signal handlers), which is what lets them share one process.
 # name: (setup(tmp) -> None, arguments, fragment of the one error line)
 CASES = {
     "output-dir is a file": (
@@ -194,17 +196,23 @@ IN_A_SUBPROCESS = ("unknown flag", "truncated model.keras (evaluate)",
                    "--activation bogus")
 
 
-def run_command(args, cwd, capsys, monkeypatch):
-    """`keras-tfm ARGS` in this process: (exit status, stderr)."""
+def run_command(args, cwd, capfd, monkeypatch):
+    """`keras-tfm ARGS` in this process: (exit status, stderr), stderr
+    captured at the file descriptor, so TensorFlow's own logs count."""
+    import tensorflow as tf
+
     from keras_tfm.cli import main
 
+    # TensorFlow's one-time device start-up lines (which the console
+    # script silences as it imports TensorFlow) come before the capture.
+    tf.config.list_logical_devices("CPU")
     monkeypatch.chdir(cwd)
-    capsys.readouterr()
+    capfd.readouterr()
     try:
         code = main(list(args))
     except SystemExit as e:  # argparse's usage errors
         code = e.code
-    return code, capsys.readouterr().err
+    return code, capfd.readouterr().err
 
 
 def run_script(args, cwd):
@@ -219,7 +227,7 @@ def run_script(args, cwd):
     [(case, "main") for case in CASES]
     + [(case, "script") for case in IN_A_SUBPROCESS],
 )
-def test_bad_input(case, how, tmp_path, finished_run, capsys, monkeypatch):
+def test_bad_input(case, how, tmp_path, finished_run, capfd, monkeypatch):
     setup, args, fragment = CASES[case]
     shutil.copytree(finished_run, tmp_path / RUN)
     if setup:
@@ -228,7 +236,7 @@ def test_bad_input(case, how, tmp_path, finished_run, capsys, monkeypatch):
     if how == "script":
         code, stderr = run_script(args, tmp_path)
     else:
-        code, stderr = run_command(args, tmp_path, capsys, monkeypatch)
+        code, stderr = run_command(args, tmp_path, capfd, monkeypatch)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2, (code, stderr[-3000:])
     assert "Traceback" not in stderr
