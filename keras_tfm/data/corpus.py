@@ -10,7 +10,7 @@ def default_corpus():
     """The documentation topics shipped with every Python install.
 
     `pydoc_data.topics` holds the text of `help()`'s topics (the language
-    reference's sections): about 700 KB of English technical prose that is
+    reference's sections): about 470 KB of English technical prose that is
     on every machine with Python, so the main job runs offline anywhere.
     Returns a list of `(name, text)` documents, one per topic, sorted.
     """
