@@ -456,14 +456,14 @@ def _export_saved_model(model, tokenizer, labels, length, path, staging,
         serve(text=tf.constant(texts[i: i + 256]))["probabilities"].numpy()
         for i in range(0, len(texts), 256)
     ])
-    ops = graph_ops(serve)
+    ops = saved_model.graph_ops(serve)
     entry = _checked({
         "path": os.path.relpath(path, staging),
         "format": "savedmodel",
         "quantization": "none",
         "input": "text",
         "signatures": sorted(loaded.signatures.keys()),
-        "bytes": directory_bytes(path),
+        "bytes": saved_model.directory_bytes(path),
         "ops": ops,
         "custom_ops": [op for op in ops if not hasattr(tf.raw_ops, op)],
     }, probabilities, check)
@@ -532,23 +532,6 @@ def _apply_tolerances(report, staging, log):
         report["dropped"].append({**entry, "reason": reason})
         log(f"dropped {entry['path']}: {reason}.")
     report["files"] = kept
-
-
-def graph_ops(concrete_function):
-    """The op types a SavedModel signature runs, nested functions too."""
-    graph = concrete_function.graph.as_graph_def()
-    ops = {node.op for node in graph.node}
-    for function in graph.library.function:
-        ops.update(node.op for node in function.node_def)
-    return sorted(ops)
-
-
-def directory_bytes(path):
-    return sum(
-        os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(path)
-        for name in names
-    )
 
 
 def tflite_probabilities(run_dir, texts):

@@ -243,16 +243,11 @@ def _export_saved_model(model, tokenizer, config, staging, model_name,
     logits = loaded.signatures["serving_default"](
         token_ids=tf.constant(held_out.tokens[:, :-1], tf.int32)
     )["logits"].numpy()
-    size = sum(
-        os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(path)
-        for name in names
-    )
     entry = {
         "path": os.path.relpath(path, staging),
         "format": "savedmodel",
         "quantization": "none",
-        "bytes": size,
+        "bytes": saved_model.directory_bytes(path),
         "max_abs_logit_diff": float(np.abs(logits - keras_logits).max()),
         "signatures": sorted(loaded.signatures.keys()),
         "seconds": round(time.time() - start, 1),
@@ -264,7 +259,7 @@ def _export_saved_model(model, tokenizer, config, staging, model_name,
             _token_nll(logits, held_out.tokens[:, 1:]), held_out,
             tokenizer.pad_id
         )
-    log(f"savedmodel: {entry['path']} ({size:,} bytes, max |Δlogits| "
+    log(f"savedmodel: {entry['path']} ({entry['bytes']:,} bytes, max |Δlogits| "
         f"{entry['max_abs_logit_diff']:.2e})")
     return entry
 

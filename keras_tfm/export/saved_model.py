@@ -134,3 +134,21 @@ def export_saved_model(model, tokenizer, directory, objective="causal"):
 def saved_model_path(output, model_name, version):
     """TF Serving's layout: `<output>/savedmodel/<name>/<version>/`."""
     return os.path.join(output, "savedmodel", model_name, str(version))
+
+
+def graph_ops(concrete_function):
+    """The op types a SavedModel signature runs, nested functions too."""
+    graph = concrete_function.graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops.update(node.op for node in function.node_def)
+    return sorted(ops)
+
+
+def directory_bytes(path):
+    """The size of a SavedModel directory: every file under it."""
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )

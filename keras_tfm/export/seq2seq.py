@@ -551,14 +551,14 @@ def _export_saved_model(task, model, tokenizer, config, examples,
         "examples": count,
         **tasks.validation_figures(task.score(keras_beam, references)),
     }
-    ops = graph_ops(loaded.signatures["serving_default"])
+    ops = saved_model.graph_ops(loaded.signatures["serving_default"])
     entry = {
         "path": os.path.relpath(path, staging),
         "format": "savedmodel",
         "quantization": "none",
         "input": "text",
         "signatures": sorted(loaded.signatures.keys()),
-        "bytes": directory_bytes(path),
+        "bytes": saved_model.directory_bytes(path),
         "custom_ops": [op for op in ops if not hasattr(tf.raw_ops, op)],
         "examples": count,
         **tasks.validation_figures(task.score(served, references)),
@@ -645,23 +645,6 @@ def _max_logit_diff(model, encoder, step, pairs, count):
             worst = max(worst, float(np.abs(out["logits"][0]
                                             - expected[index]).max()))
     return worst
-
-
-def graph_ops(concrete_function):
-    """The op types a SavedModel signature runs, nested functions too."""
-    graph = concrete_function.graph.as_graph_def()
-    ops = {node.op for node in graph.node}
-    for function in graph.library.function:
-        ops.update(node.op for node in function.node_def)
-    return sorted(ops)
-
-
-def directory_bytes(path):
-    return sum(
-        os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(path)
-        for name in names
-    )
 
 
 def _apply_tolerances(task, report, staging, log):
