@@ -442,6 +442,25 @@ def save_config(config, path):
     files.write_json(path, config.to_dict())
 
 
+def read_run_config_values(run_dir):
+    """The fields saved in a run's `config.json`, as a dict.
+
+    Raises:
+        UserError: the file cannot be read or does not hold an object.
+    """
+    path = os.path.join(run_dir, "config.json")
+    try:
+        values = files.read_json(path, "run config")
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{e}: the run directory '{run_dir}' is damaged; restore "
+            "config.json or start the run over with --restart."
+        ) from None
+    if not isinstance(values, dict):
+        raise UserError(f"'{path}' does not hold a config object.")
+    return values
+
+
 def load_run_config(run_dir, config_class=TrainConfig):
     """The config saved in a run directory.
 
@@ -454,15 +473,7 @@ def load_run_config(run_dir, config_class=TrainConfig):
             f"no config.json in '{run_dir}': point at a run directory "
             "written by keras-tfm."
         )
-    try:
-        values = files.read_json(path, "run config")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(
-            f"{e}: the run directory '{run_dir}' is damaged; restore "
-            "config.json or start the run over with --restart."
-        ) from None
-    if not isinstance(values, dict):
-        raise UserError(f"'{path}' does not hold a config object.")
+    values = read_run_config_values(run_dir)
     try:
         return make_config(config_class=config_class, **values)
     except ConfigError as e:

@@ -176,17 +176,9 @@ class RunWriter:
 def run_kind(run_dir):
     """`"pretrain"` or the fine-tuning task of the run in `run_dir`, from
     its config.json (a one-line `UserError` if that is damaged)."""
-    path = os.path.join(run_dir, "config.json")
-    try:
-        values = files.read_json(path, "run config")
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"{e}: the run directory '{run_dir}' is damaged; restore "
-            "config.json or start the run over with --restart."
-        ) from None
-    if not isinstance(values, dict):
-        raise UserError(f"'{path}' does not hold a config object.")
-    return values.get("task", "pretrain")
+    from keras_tfm.training.config import read_run_config_values
+
+    return read_run_config_values(run_dir).get("task", "pretrain")
 
 
 def with_nulls_explained(metrics):
