@@ -8,14 +8,13 @@ in TensorFlow ops with the pre-training run's tokenizer and batches
 
 import csv
 import dataclasses
-import gzip
-import json
 import os
 import re
 
 import numpy as np
 import tensorflow as tf
 
+from keras_tfm.data import json_lines
 from keras_tfm.errors import UserError
 
 INTEGER = re.compile(r"-?\d+")
@@ -146,13 +145,6 @@ def sorted_label_names(labels):
     return sorted(names)
 
 
-def _open(path, newline=None):
-    # utf-8-sig drops the byte-order mark some spreadsheets write.
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)
-    return open(path, encoding="utf-8-sig", newline=newline)
-
-
 def _read_rows(path, text_column, label_column):
     """Yields `(line_number, text, label)`, both stripped strings."""
     name = path[: -len(".gz")] if path.endswith(".gz") else path
@@ -164,7 +156,7 @@ def _read_rows(path, text_column, label_column):
 
 
 def _read_delimited(path, extension, text_column, label_column):
-    with _open(path, newline="") as f:
+    with json_lines.open_text(path, newline="") as f:
         if extension == ".tsv":
             reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         elif extension == ".csv":
@@ -207,28 +199,11 @@ def _read_delimited(path, extension, text_column, label_column):
 
 
 def _read_json_lines(path, text_column, label_column):
-    with _open(path) as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise UserError(
-                    f"line {line_number} of '{path}' is not JSON: JSON Lines "
-                    "files hold one object per line."
-                ) from None
-            if not isinstance(record, dict):
-                raise UserError(
-                    f"line {line_number} of '{path}' is not a JSON object."
-                )
-            for column in (text_column, label_column):
-                if column not in record:
-                    raise UserError(
-                        f"line {line_number} of '{path}' has no field "
-                        f"'{column}' (its fields: {', '.join(record)}): "
-                        "pass the right column name."
-                    )
+    hint = "pass the right column name"
+    with json_lines.open_text(path) as f:
+        for line_number, record in json_lines.records(
+            f, path, {text_column: hint, label_column: hint}
+        ):
             yield (
                 line_number,
                 _json_text(record[text_column], path, line_number),

@@ -24,13 +24,12 @@ functions of `keras_tfm.generation.seq2seq` expect.
 """
 
 import dataclasses
-import gzip
-import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from keras_tfm.data import json_lines
 from keras_tfm.errors import UserError
 
 # Texts tokenized per TensorFlow call.
@@ -70,11 +69,9 @@ class ParallelData:
 
 
 def _open_text(path):
-    # utf-8-sig drops a byte-order mark; newline="" keeps "\r" so that
-    # only "\n" ends a line (never U+2028 and friends).
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+    # newline="" keeps "\r" so that only "\n" ends a line (never U+2028
+    # and friends).
+    return json_lines.open_text(path, newline="")
 
 
 def _read_lines(path, what):
@@ -163,29 +160,10 @@ def read_summarization(path, source_field="source", target_field="target"):
     sources, references = [], []
     try:
         with _open_text(path) as f:
-            for line_number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    raise UserError(
-                        f"line {line_number} of '{path}' is not JSON: JSON "
-                        "Lines files hold one object per line."
-                    ) from None
-                if not isinstance(record, dict):
-                    raise UserError(
-                        f"line {line_number} of '{path}' is not a JSON "
-                        "object."
-                    )
-                for field, flag in ((source_field, "--source-field"),
-                                    (target_field, "--target-field")):
-                    if field not in record:
-                        raise UserError(
-                            f"line {line_number} of '{path}' has no field "
-                            f"'{field}' (its fields: {', '.join(record)}): "
-                            f"pass the right {flag}."
-                        )
+            for line_number, record in json_lines.records(f, path, {
+                source_field: "pass the right --source-field",
+                target_field: "pass the right --target-field",
+            }):
                 sources.append(_field_text(
                     record[source_field], path, line_number, source_field,
                     joined=True,
