@@ -41,8 +41,10 @@ BYTE_LENGTH_DTYPE = "int32"
 PLAN_PASSES = 64
 # Shard files read at once, their windows taken in turn.
 CYCLE_FILES = 16
-# Windows of a file are shuffled in blocks of about this many tokens.
-SHUFFLE_TOKENS = 1 << 20
+# Windows are shuffled in blocks of about this many tokens in all, shared
+# by the files read at once: the stream's memory stays the same whether a
+# corpus has 2 shard files or 2,000.
+SHUFFLE_TOKENS = 1 << 21
 # Salts keep the hashes of different uses apart.
 _ORDER_SALT, _OFFSET_SALT, _BLOCK_SALT = 1, 2, 3
 _MASK64 = (1 << 64) - 1
@@ -279,8 +281,8 @@ class PreparedCorpus:
         Files are read up to `CYCLE_FILES` at a time (an interleave, their
         windows taken in turn), in the order of `read_plan` (which repeats
         after `PLAN_PASSES` passes); each file's windows are shuffled in
-        blocks of about `SHUFFLE_TOKENS` tokens by stateless ops keyed by
-        the plan. So batch `s` is a pure function of `(seed, s)`: the same
+        blocks of about `SHUFFLE_TOKENS / cycle` tokens by stateless ops
+        keyed by the plan. So batch `s` is a pure function of `(seed, s)`: the same
         in every process, whatever the global random seed. Starting at
         `start_step` skips the windows of the earlier steps (it reads them
         again, nothing more), which gives exactly the batches `s >=
@@ -359,7 +361,8 @@ class PreparedCorpus:
         itemsize = self.token_dtype.itemsize
         record_bytes = (sequence_length + 1) * itemsize
         token_type = tf.as_dtype(self.token_dtype.newbyteorder("="))
-        block = max(1, SHUFFLE_TOKENS // (sequence_length + 1))
+        # Each of the `cycle` files open at once holds one block.
+        block = max(1, SHUFFLE_TOKENS // (cycle * (sequence_length + 1)))
         paths, offsets, counts, keys = zip(*plan)
         offsets, counts = np.array(offsets), np.array(counts)
 

@@ -103,11 +103,20 @@ def pack_windows(
         )
     else:
         count = max(0, (len(ids) - width) // step + 1)
-    index = np.arange(count)[:, None] * step + np.arange(width)[None, :]
-    tokens = ids[index]
-    lengths = byte_lengths[index][:, 1:]
-    unknown = np.where(tokens[:, 1:] == unk_id, lengths, 0)
-    return Windows(tokens, lengths.sum(axis=1), unknown.sum(axis=1))
+    if count == 0:
+        empty = np.zeros(0, np.int64)
+        return Windows(np.zeros((0, width), ids.dtype), empty, empty)
+    # Strided views, not an index array: a corpus's validation split can
+    # be millions of tokens, and a `(count, width)` int64 index and its
+    # gathers would hold several copies of it at once.
+    view = np.lib.stride_tricks.sliding_window_view
+    tokens = np.ascontiguousarray(view(ids, width)[::step][:count])
+    lengths = view(byte_lengths, width)[::step][:count, 1:]
+    target_bytes = lengths.sum(axis=1, dtype=np.int64)
+    unknown = np.zeros(count, np.int64)
+    rows, columns = np.nonzero(tokens[:, 1:] == unk_id)
+    np.add.at(unknown, rows, lengths[rows, columns])
+    return Windows(tokens, target_bytes, unknown)
 
 
 def split_windows(num_windows, validation_fraction, seed):
