@@ -67,19 +67,55 @@ def document_ids(token_ids, eos_id):
 
 
 def document_attention_mask(token_ids, eos_id):
-    """`(batch, seq, seq)`: true where query and key share a document."""
-    documents = document_ids(token_ids, eos_id)
-    return ops.equal(documents[:, :, None], documents[:, None, :])
+    """`(batch, seq, seq)`: true where query and key share a document.
+
+    Built as `start[q] <= k <= end[q]` from each query's document span,
+    not as `document[q] == document[k]`: the same mask, but XLA on CPU
+    fuses a compare against a per-query bound into the attention's softmax
+    the way it fuses the causal mask, where the equality of two id vectors
+    doubled the forward pass at sequence length 512 (docs/performance.md).
+    """
+    start, end = document_spans(token_ids, eos_id)
+    keys = _window_index(token_ids)[:, None, :]
+    return ops.logical_and(
+        ops.greater_equal(keys, start[:, :, None]),
+        ops.less_equal(keys, end[:, :, None]),
+    )
+
+
+def document_spans(token_ids, eos_id):
+    """`(start, end)`, each `(batch, seq)`: the window index of the first
+    and last token of each token's document (`end` inclusive, at its
+    `[EOS]` or the window's end): `[5, 6, 3, 7, 3, 3, 8]` -> start `[0, 0,
+    0, 3, 3, 5, 6]`, end `[2, 2, 2, 4, 4, 5, 6]`."""
+    before, after = _document_counts(token_ids, eos_id)
+    index = _window_index(token_ids)
+    return index - before, index + after
 
 
 def positions_in_documents(token_ids, eos_id):
     """Each token's position in its document, restarting after `[EOS]`:
-    `[5, 6, 3, 7, 3, 3, 8]` -> `[0, 1, 2, 0, 1, 0, 0]`. Counts the earlier
-    tokens of the same document (no search: fine under XLA)."""
-    same = document_attention_mask(token_ids, eos_id)
+    `[5, 6, 3, 7, 3, 3, 8]` -> `[0, 1, 2, 0, 1, 0, 0]`."""
+    before, _ = _document_counts(token_ids, eos_id)
+    return before
+
+
+def _window_index(token_ids):
     # Each token's index in the window, from the tensor itself (its length
     # may be unknown while a functional model is built).
-    index = ops.cumsum(ops.ones_like(token_ids, dtype="int32"), axis=-1)
+    return ops.cumsum(ops.ones_like(token_ids, dtype="int32"), axis=-1) - 1
+
+
+def _document_counts(token_ids, eos_id):
+    """`(before, after)`, `(batch, seq)`: how many tokens of the same
+    document come before and after each token in its window. Counted over
+    `(batch, seq, seq)` pairs (no search: fine under XLA, and cheap next
+    to attention)."""
+    documents = document_ids(token_ids, eos_id)
+    same = ops.equal(documents[:, :, None], documents[:, None, :])
+    index = _window_index(token_ids)
+    # earlier[b, q, k]: key k is at or before query q.
     earlier = ops.less_equal(index[:, None, :], index[:, :, None])
-    counts = ops.sum(ops.cast(ops.logical_and(same, earlier), "int32"), -1)
-    return counts - 1
+    count = ops.sum(ops.cast(same, "int32"), axis=-1)
+    before = ops.sum(ops.cast(ops.logical_and(same, earlier), "int32"), -1)
+    return before - 1, count - before

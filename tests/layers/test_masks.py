@@ -55,3 +55,29 @@ def test_documents_and_positions_under_xla():
                                           [0, 1, 1, 1, 2, 2, 2]]
     assert positions.numpy().tolist() == [[0, 1, 2, 0, 1, 0, 0],
                                           [0, 0, 1, 2, 0, 1, 2]]
+
+
+def test_document_spans_by_hand():
+    from keras_tfm.layers.masks import document_spans
+
+    start, end = document_spans(np.array([[5, 6, 3, 7, 3, 3, 8]]), 3)
+    np.testing.assert_array_equal(start, [[0, 0, 0, 3, 3, 5, 6]])
+    np.testing.assert_array_equal(end, [[2, 2, 2, 4, 4, 5, 6]])
+
+
+def test_document_mask_equals_same_document_ids_under_xla():
+    # The mask is built from spans (for speed); numpy's equality of
+    # document ids is the definition it must match.
+    import tensorflow as tf
+
+    from keras_tfm.layers.masks import document_attention_mask
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, 6, (4, 33))
+    tokens[0] = 5  # a window inside one document
+    tokens[1, -1] = 3  # one that ends with [EOS]
+    documents = np.cumsum(tokens == 3, axis=-1) - (tokens == 3)
+    expected = documents[:, :, None] == documents[:, None, :]
+    compiled = tf.function(lambda t: document_attention_mask(t, 3),
+                           jit_compile=True)
+    np.testing.assert_array_equal(compiled(tf.constant(tokens)), expected)
