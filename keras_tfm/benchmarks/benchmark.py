@@ -569,6 +569,16 @@ def format_results(results):
                 f"{pipeline[source + '_vs_train_step']:.0f}x what the train "
                 "step consumes"
             )
+    for row in results.get("seq2seq_decoding", []):
+        ms = row["ms_per_token"]
+        lines.append(
+            f"seq2seq decoding, source {row['source_length']}, "
+            f"{row['new_tokens']} tokens: {ms['cached']:.2f} ms/token with "
+            f"the caches ({ms['cached_loop']:.2f} in one compiled loop), "
+            f"{ms['recompute']:.2f} recomputing the decoder "
+            f"({row['speedup_vs_recompute']['cached']:.1f}x), "
+            f"{ms['recompute_all']:.2f} recomputing all"
+        )
     if results.get("accumulation_memory"):
         m = results["accumulation_memory"]
         lines.append(
@@ -623,5 +633,12 @@ def main_benchmark(args):
         memory=args.memory,
         prepared=args.prepared,
     )
+    if args.seq2seq:
+        from keras_tfm.benchmarks import seq2seq_latency
+
+        results["seq2seq_decoding"] = seq2seq_latency.at_task_lengths(
+            rounds=1 if args.smoke else 5,
+            model_kwargs=seq2seq_latency.TINY if args.smoke else None,
+        )
     print(json.dumps(results) if args.json else format_results(results))
     return results

@@ -21,8 +21,10 @@ minutes, so only ratios measured together are compared):
   calling the Keras model does.
 
 Each figure is the time to produce all N tokens divided by N, the median
-over rounds. Run: `python -m keras_tfm.benchmarks.seq2seq_latency
-[--sources 32 256] [--tokens 20 60]`.
+over rounds; the last step's logits of the cached and recomputing ways
+are checked equal first. `keras-tfm benchmark --seq2seq` runs it at the
+applications' lengths (`TASK_LENGTHS`); alone: `python -m
+keras_tfm.benchmarks.seq2seq_latency [--sources 32 256] [--tokens 20 60]`.
 """
 
 import argparse
@@ -111,8 +113,15 @@ def measure(source_length, new_tokens, rounds=5, model_kwargs=None,
         "recompute": run_recompute(recompute),
         "recompute_all": run_recompute(recompute_all),
     }
-    for run in variants.values():  # warm up: tracing
-        run()
+    # Warm up (tracing), and check that the ways agree: the last step's
+    # logits with the caches equal those recomputed over the prefix.
+    outputs = {name: run() for name, run in variants.items()}
+    for name in ("recompute", "recompute_all"):
+        if not np.allclose(outputs["cached"][:, -1], outputs[name],
+                           atol=1e-3, rtol=1e-3):
+            raise RuntimeError(
+                f"cached decoding disagrees with {name}: the benchmark "
+                "would compare different computations")
     samples = {name: [] for name in variants}
     for _ in range(rounds):
         for name, run in variants.items():
@@ -124,6 +133,11 @@ def measure(source_length, new_tokens, rounds=5, model_kwargs=None,
             for name, values in samples.items()}
 
 
+# The lengths the applications decode at: Multi30k (sources and targets up
+# to 32 tokens) and SciTLDR (abstracts cut to 256, summaries to 56).
+TASK_LENGTHS = ((32, 32), (256, 56))
+
+
 def benchmark(sources=(32, 256), tokens=(20, 60), rounds=5,
               model_kwargs=None):
     """`{(source_length, new_tokens): {variant: ms per token}}`."""
@@ -133,6 +147,24 @@ def benchmark(sources=(32, 256), tokens=(20, 60), rounds=5,
         for source_length in sources
         for count in tokens
     }
+
+
+def at_task_lengths(rounds=5, model_kwargs=None):
+    """`benchmark` at the applications' `(source, target)` lengths, as
+    JSON-ready rows."""
+    rows = []
+    for source_length, count in TASK_LENGTHS:
+        timings = measure(source_length, count, rounds, model_kwargs)
+        rows.append({
+            "source_length": source_length,
+            "new_tokens": count,
+            "ms_per_token": timings,
+            "speedup_vs_recompute": {
+                name: timings["recompute"] / ms
+                for name, ms in timings.items()
+            },
+        })
+    return rows
 
 
 def format_results(results):

@@ -54,6 +54,12 @@ def add_parser(commands):
         help="also time the step with --packing documents, interleaved",
     )
     parser.add_argument(
+        "--seq2seq", action="store_true",
+        help="also time Seq2SeqLM decoding, ms per generated token with "
+        "the caches against recomputing, at Multi30k's and SciTLDR's "
+        "lengths (a 3+3 x 256 model)",
+    )
+    parser.add_argument(
         "--memory", action="store_true",
         help="peak memory with 4 accumulated batches against 1 (two "
         "training processes)",

@@ -14,7 +14,8 @@ from keras_tfm.training.config import make_config
 @pytest.mark.slow
 def test_benchmark_smoke(tmp_path, capsys):
     plot = tmp_path / "scaling.png"
-    code = main(["benchmark", "--smoke", "--json", "--plot", str(plot)])
+    code = main(["benchmark", "--smoke", "--json", "--plot", str(plot),
+                 "--seq2seq"])
     assert code == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for name in ("keras_tfm", "keras_hub"):
@@ -56,6 +57,15 @@ def test_benchmark_smoke(tmp_path, capsys):
                                         "keras_tfm_exact_gelu"}
     assert results["speedup_vs_keras_tfm_unsplit"]["median"] > 0
     assert results["speedup_vs_keras_tfm_exact_gelu"]["median"] > 0
+    # Seq2seq decoding at Multi30k's and SciTLDR's lengths, four ways.
+    rows = results["seq2seq_decoding"]
+    assert [(r["source_length"], r["new_tokens"]) for r in rows] == [
+        (32, 32), (256, 56)]
+    for row in rows:
+        assert set(row["ms_per_token"]) == {"cached", "cached_loop",
+                                            "recompute", "recompute_all"}
+        assert min(row["ms_per_token"].values()) > 0
+        assert row["speedup_vs_recompute"]["recompute"] == 1.0
 
 
 @pytest.mark.slow
@@ -109,3 +119,23 @@ def test_plot_without_scaling_is_a_one_line_error(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--no-scaling" in lines[0]
     assert not plot.exists()
+
+
+def test_seq2seq_decoding_benchmark_refuses_ways_that_disagree(monkeypatch):
+    # The timed ways must compute the same logits; a decoder step that
+    # differs from recomputation is caught before anything is timed.
+    from keras_tfm.benchmarks import seq2seq_latency
+    from keras_tfm.models import Seq2SeqLM
+
+    real = Seq2SeqLM.call_decoder_with_cache
+
+    def off_by_one(self, token_ids, *args, **kwargs):
+        logits, hidden, cache = real(self, token_ids, *args, **kwargs)
+        if token_ids.shape[1] == 1:  # only the one-token cached step
+            logits = logits + 1.0
+        return logits, hidden, cache
+
+    monkeypatch.setattr(Seq2SeqLM, "call_decoder_with_cache", off_by_one)
+    with pytest.raises(RuntimeError, match="disagrees with recompute"):
+        seq2seq_latency.measure(8, 4, rounds=1,
+                                model_kwargs=seq2seq_latency.TINY)
