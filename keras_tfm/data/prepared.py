@@ -282,8 +282,9 @@ class PreparedCorpus:
         windows taken in turn), in the order of `read_plan` (which repeats
         after `PLAN_PASSES` passes); each file's windows are shuffled in
         blocks of about `SHUFFLE_TOKENS / cycle` tokens by stateless ops
-        keyed by the plan. So batch `s` is a pure function of `(seed, s)`: the same
-        in every process, whatever the global random seed. Starting at
+        keyed by the plan. So batch `s` is a pure function of `(seed,
+        s)`: the same in every process, whatever the global random seed.
+        Starting at
         `start_step` skips the windows of the earlier steps (it reads them
         again, nothing more), which gives exactly the batches `s >=
         start_step` of a run from step 0.
