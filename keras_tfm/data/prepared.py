@@ -284,10 +284,9 @@ class PreparedCorpus:
         blocks of about `SHUFFLE_TOKENS / cycle` tokens by stateless ops
         keyed by the plan. So batch `s` is a pure function of `(seed,
         s)`: the same in every process, whatever the global random seed.
-        Starting at
-        `start_step` skips the windows of the earlier steps (it reads them
-        again, nothing more), which gives exactly the batches `s >=
-        start_step` of a run from step 0.
+        Starting at `start_step` skips the windows of the earlier steps
+        (it reads them again, nothing more), which gives exactly the
+        batches `s >= start_step` of a run from step 0.
 
         The dataset carries `AutoShardPolicy.AUTO`, and nothing in it keeps
         tf.data from sharding by file: under `MultiWorkerMirroredStrategy`
