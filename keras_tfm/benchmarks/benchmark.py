@@ -26,7 +26,10 @@ a ratio of medians:
 - input: the time to fetch a batch from the tf.data pipeline, as a share
   of the step;
 - inference: tokens per second of `generate` with the KV cache against
-  recomputing the whole sequence for every token;
+  recomputing the whole sequence for every token; with `--seq2seq`, a
+  `Seq2SeqLM`'s milliseconds per generated token with its caches against
+  recomputing, at Multi30k's and SciTLDR's lengths
+  (`keras_tfm.benchmarks.seq2seq_latency`);
 - scaling: step time against sequence length and model width, as a table
   and a PNG plot.
 """

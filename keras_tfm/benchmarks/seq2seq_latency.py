@@ -122,6 +122,17 @@ def measure(source_length, new_tokens, rounds=5, model_kwargs=None,
             raise RuntimeError(
                 f"cached decoding disagrees with {name}: the benchmark "
                 "would compare different computations")
+    # The compiled loop feeds back its own argmax: the Python-driven
+    # steps, fed back the same way, must choose the same tokens.
+    cache, token, chosen = empty, tokens[:, :1], []
+    for index in range(new_tokens):
+        logits, cache = step(tf.constant(token), cache, tf.constant(index))
+        token = np.argmax(logits.numpy()[:, -1], axis=-1)[:, None]
+        chosen.append(int(token[0, 0]))
+    if outputs["cached_loop"][0, :new_tokens].tolist() != chosen:
+        raise RuntimeError(
+            "the compiled greedy loop disagrees with the cached steps: "
+            "the benchmark would compare different computations")
     samples = {name: [] for name in variants}
     for _ in range(rounds):
         for name, run in variants.items():
@@ -156,6 +167,7 @@ def at_task_lengths(rounds=5, model_kwargs=None):
     for source_length, count in TASK_LENGTHS:
         timings = measure(source_length, count, rounds, model_kwargs)
         rows.append({
+            "model": describe_model(model_kwargs or MULTI30K),
             "source_length": source_length,
             "new_tokens": count,
             "ms_per_token": timings,
@@ -165,6 +177,12 @@ def at_task_lengths(rounds=5, model_kwargs=None):
             },
         })
     return rows
+
+
+def describe_model(kwargs):
+    return (f"Seq2SeqLM {kwargs['num_layers']}+{kwargs['num_layers']} x "
+            f"{kwargs['hidden_dim']}, vocabulary {kwargs['vocabulary_size']},"
+            " float32, batch 1")
 
 
 def format_results(results):

@@ -45,6 +45,10 @@ CYCLE_FILES = 16
 # by the files read at once: the stream's memory stays the same whether a
 # corpus has 2 shard files or 2,000.
 SHUFFLE_TOKENS = 1 << 21
+# The training stream's order as a function of (seed, step): raised when
+# it changes (version 1 shuffled 1M-token blocks per file), so that a run
+# never resumes onto a different order (a run records it in corpus.json).
+STREAM_VERSION = 2
 # Salts keep the hashes of different uses apart.
 _ORDER_SALT, _OFFSET_SALT, _BLOCK_SALT = 1, 2, 3
 _MASK64 = (1 << 64) - 1
@@ -281,8 +285,9 @@ class PreparedCorpus:
         Files are read up to `CYCLE_FILES` at a time (an interleave, their
         windows taken in turn), in the order of `read_plan` (which repeats
         after `PLAN_PASSES` passes); each file's windows are shuffled in
-        blocks of about `SHUFFLE_TOKENS / cycle` tokens by stateless ops
-        keyed by the plan. So batch `s` is a pure function of `(seed,
+        blocks of about `SHUFFLE_TOKENS / cycle` tokens (`cycle`: the files
+        read at once, `CYCLE_FILES` or fewer) by stateless ops keyed by the
+        plan. So batch `s` is a pure function of `(seed,
         s)`: the same in every process, whatever the global random seed.
         Starting at `start_step` skips the windows of the earlier steps
         (it reads them again, nothing more), which gives exactly the
@@ -361,7 +366,9 @@ class PreparedCorpus:
         itemsize = self.token_dtype.itemsize
         record_bytes = (sequence_length + 1) * itemsize
         token_type = tf.as_dtype(self.token_dtype.newbyteorder("="))
-        # Each of the `cycle` files open at once holds one block.
+        # Each of the `cycle` files open at once holds a block, and the
+        # interleave prefetches about as many again: memory ~ a few times
+        # SHUFFLE_TOKENS whatever the number of files.
         block = max(1, SHUFFLE_TOKENS // (cycle * (sequence_length + 1)))
         paths, offsets, counts, keys = zip(*plan)
         offsets, counts = np.array(offsets), np.array(counts)

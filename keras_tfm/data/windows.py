@@ -92,6 +92,11 @@ def pack_windows(
             for evaluating a text. Otherwise windows are disjoint, as a
             train/validation split needs.
     """
+    if len(byte_lengths) != len(ids):
+        raise ValueError(
+            f"{len(ids)} token ids but {len(byte_lengths)} byte lengths: "
+            "one byte length per token"
+        )
     width = sequence_length + 1
     step = sequence_length if overlap else width
     if pad_tail:
@@ -110,7 +115,8 @@ def pack_windows(
     # be millions of tokens, and a `(count, width)` int64 index and its
     # gathers would hold several copies of it at once.
     view = np.lib.stride_tricks.sliding_window_view
-    tokens = np.ascontiguousarray(view(ids, width)[::step][:count])
+    # A copy, not a view of the caller's array.
+    tokens = np.array(view(ids, width)[::step][:count])
     lengths = view(byte_lengths, width)[::step][:count, 1:]
     target_bytes = lengths.sum(axis=1, dtype=np.int64)
     unknown = np.zeros(count, np.int64)

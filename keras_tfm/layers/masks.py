@@ -67,20 +67,29 @@ def document_ids(token_ids, eos_id):
 
 
 def document_attention_mask(token_ids, eos_id):
-    """`(batch, seq, seq)`: true where query and key share a document.
+    """`(batch, seq, seq)`: true where query and key share a document."""
+    return document_masking(token_ids, eos_id)[0]
 
-    Built as `start[q] <= k <= end[q]` from each query's document span,
-    not as `document[q] == document[k]`: the same mask, but XLA on CPU
-    fuses a compare against a per-query bound into the attention's softmax
-    the way it fuses the causal mask, where the equality of two id vectors
-    doubled the forward pass at sequence length 512 (docs/performance.md).
+
+def document_masking(token_ids, eos_id):
+    """`(attention_mask, positions)` of packed windows: the mask of
+    `document_attention_mask` and the positions of
+    `positions_in_documents`, from one count.
+
+    The mask is built as `start[q] <= k <= end[q]` from each query's
+    document span, not as `document[q] == document[k]`: the same mask,
+    but XLA on CPU fuses a compare against per-query bounds into the
+    attention's softmax as it does the causal mask, while the equality of
+    two id vectors doubled the forward pass at sequence length 512
+    (docs/performance.md, "Document packing").
     """
-    start, end = document_spans(token_ids, eos_id)
-    keys = _window_index(token_ids)[:, None, :]
-    return ops.logical_and(
+    index, start, end, before = _spans(token_ids, eos_id)
+    keys = index[:, None, :]
+    mask = ops.logical_and(
         ops.greater_equal(keys, start[:, :, None]),
         ops.less_equal(keys, end[:, :, None]),
     )
+    return mask, before
 
 
 def document_spans(token_ids, eos_id):
@@ -88,9 +97,8 @@ def document_spans(token_ids, eos_id):
     and last token of each token's document (`end` inclusive, at its
     `[EOS]` or the window's end): `[5, 6, 3, 7, 3, 3, 8]` -> start `[0, 0,
     0, 3, 3, 5, 6]`, end `[2, 2, 2, 4, 4, 5, 6]`."""
-    before, after = _document_counts(token_ids, eos_id)
-    index = _window_index(token_ids)
-    return index - before, index + after
+    _, start, end, _ = _spans(token_ids, eos_id)
+    return start, end
 
 
 def positions_in_documents(token_ids, eos_id):
@@ -100,9 +108,18 @@ def positions_in_documents(token_ids, eos_id):
     return before
 
 
+def _spans(token_ids, eos_id):
+    """`(index, start, end, before)`: each token's window index, its
+    document's first and last index, and its position in the document."""
+    before, after = _document_counts(token_ids, eos_id)
+    index = _window_index(token_ids)
+    return index, index - before, index + after, before
+
+
 def _window_index(token_ids):
-    # Each token's index in the window, from the tensor itself (its length
-    # may be unknown while a functional model is built).
+    """Each token's index in its window, `(batch, seq)`, from the tensor
+    itself (its length may be unknown while a functional model is
+    built)."""
     return ops.cumsum(ops.ones_like(token_ids, dtype="int32"), axis=-1) - 1
 
 

@@ -2,8 +2,7 @@ import keras
 from keras import ops
 
 from keras_tfm.layers.checks import check_heads_divide
-from keras_tfm.layers.masks import document_attention_mask
-from keras_tfm.layers.masks import positions_in_documents
+from keras_tfm.layers.masks import document_masking
 from keras_tfm.layers.position_embedding import PositionEmbedding
 from keras_tfm.layers.sine_position_encoding import SinePositionEncoding
 from keras_tfm.layers.transformer_encoder import TransformerEncoder
@@ -149,10 +148,7 @@ class TransformerLM(keras.Model):
         `(None, None)` for models that attend across documents."""
         if not self._documents:
             return None, None
-        return (
-            document_attention_mask(token_ids, EOS_TOKEN_ID),
-            positions_in_documents(token_ids, EOS_TOKEN_ID),
-        )
+        return document_masking(token_ids, EOS_TOKEN_ID)
 
     def _store_config(self, **config):
         for name, value in config.items():

@@ -11,6 +11,7 @@ import numpy as np
 
 from keras_tfm import data
 from keras_tfm import files
+from keras_tfm.data.prepared import STREAM_VERSION
 from keras_tfm.data.prepared import is_prepared_directory
 from keras_tfm.data.prepared import open_prepared
 from keras_tfm.errors import UserError
@@ -94,6 +95,7 @@ class PreparedSource:
         self.record = {
             "directory": os.path.abspath(directory),
             "manifest_sha256": self.corpus.manifest_hash,
+            "stream_version": STREAM_VERSION,
         }
 
     def tokenizer(self):
@@ -144,20 +146,45 @@ class PreparedSource:
         return unigram_bits_per_byte_from_counts(counts, self.validation)
 
 
-def check_recorded_corpus(run_dir, directory):
-    """Raises `UserError` if the run was trained on the prepared corpus in
-    `directory` and its files changed since. (Another prepared corpus is
-    not checked: its validation split is as held out as it ever was.)"""
+def check_resumable_stream(run_dir):
+    """Raises `UserError` if the run began streaming its prepared corpus
+    in an order this keras-tfm no longer produces (see
+    `keras_tfm.data.prepared.STREAM_VERSION`): resumed, it would see
+    other windows than a run that was never stopped."""
+    recorded = _read_record(run_dir)
+    if recorded is None:
+        return
+    version = recorded.get("stream_version", 1)
+    if version != STREAM_VERSION:
+        raise UserError(
+            f"'{run_dir}' was started by a keras-tfm that streams prepared "
+            f"corpora in another order (version {version}, this one "
+            f"{STREAM_VERSION}): resuming would not continue its data "
+            "order; finish it with that keras-tfm, or start over with "
+            "--restart."
+        )
+
+
+def _read_record(run_dir):
     path = os.path.join(run_dir, CORPUS_FILE)
     if not os.path.isfile(path):
-        return
+        return None
     try:
-        recorded = files.read_json(path, "corpus record")
+        return files.read_json(path, "corpus record")
     except (OSError, ValueError) as e:
         raise UserError(
             f"{e}: the run directory '{run_dir}' is damaged; restore "
             f"{CORPUS_FILE} or retrain with --restart."
         ) from None
+
+
+def check_recorded_corpus(run_dir, directory):
+    """Raises `UserError` if the run was trained on the prepared corpus in
+    `directory` and its files changed since. (Another prepared corpus is
+    not checked: its validation split is as held out as it ever was.)"""
+    recorded = _read_record(run_dir)
+    if recorded is None:
+        return
     if os.path.realpath(directory) != os.path.realpath(
         recorded.get("directory", "")
     ):

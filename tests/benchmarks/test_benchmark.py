@@ -64,8 +64,12 @@ def test_benchmark_smoke(tmp_path, capsys):
     for row in rows:
         assert set(row["ms_per_token"]) == {"cached", "cached_loop",
                                             "recompute", "recompute_all"}
-        assert min(row["ms_per_token"].values()) > 0
-        assert row["speedup_vs_recompute"]["recompute"] == 1.0
+        ms = row["ms_per_token"]
+        assert min(ms.values()) > 0
+        for name in ("cached", "cached_loop", "recompute_all"):
+            assert row["speedup_vs_recompute"][name] == pytest.approx(
+                ms["recompute"] / ms[name])
+        assert row["model"].startswith("Seq2SeqLM 1+1 x 16")
 
 
 @pytest.mark.slow
@@ -137,5 +141,20 @@ def test_seq2seq_decoding_benchmark_refuses_ways_that_disagree(monkeypatch):
 
     monkeypatch.setattr(Seq2SeqLM, "call_decoder_with_cache", off_by_one)
     with pytest.raises(RuntimeError, match="disagrees with recompute"):
+        seq2seq_latency.measure(8, 4, rounds=1,
+                                model_kwargs=seq2seq_latency.TINY)
+
+
+def test_seq2seq_decoding_benchmark_checks_the_compiled_loop(monkeypatch):
+    from keras_tfm.benchmarks import seq2seq_latency
+
+    real = seq2seq_latency.decoding.make_decoder
+
+    def shifted(*args, **kwargs):
+        decode = real(*args, **kwargs)
+        return lambda source: {"token_ids": decode(source)["token_ids"] + 1}
+
+    monkeypatch.setattr(seq2seq_latency.decoding, "make_decoder", shifted)
+    with pytest.raises(RuntimeError, match="compiled greedy loop disagrees"):
         seq2seq_latency.measure(8, 4, rounds=1,
                                 model_kwargs=seq2seq_latency.TINY)

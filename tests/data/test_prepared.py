@@ -170,6 +170,39 @@ def test_batches_are_seeded_and_resume_exactly(prepared):
     assert batches(7, start_step=23, count=27) == first[23 * 32:]
 
 
+def test_files_shuffled_in_several_blocks_resume_and_cover_a_pass(
+        prepared, monkeypatch):
+    # Real corpora shuffle each file in many blocks (the fixture's files
+    # fit in one): with blocks of a few windows, the stream still resumes
+    # exactly, and one pass yields every window of its files once.
+    from keras_tfm.data import prepared as prepared_module
+
+    monkeypatch.setattr(prepared_module, "SHUFFLE_TOKENS", 3 * 16 * WIDTH)
+    corpus = open_prepared(prepared)
+    first_pass = corpus.read_plan(SEQUENCE_LENGTH, seed=3)[0]
+    cycle = min(prepared_module.CYCLE_FILES, len(first_pass))
+    assert max(e[2] for e in first_pass) > 3 * (3 * 16 // cycle)
+
+    def batches(start_step=0, count=40):
+        dataset = corpus.train_dataset(SEQUENCE_LENGTH, 16, seed=3,
+                                       start_step=start_step)
+        return windows_of(dataset, count)
+
+    stream = batches()
+    assert batches(start_step=17, count=23) == stream[17 * 16:]
+    wanted = expected_windows(prepared, first_pass)
+    assert len(wanted) == sum(e[2] for e in first_pass)
+    seen = stream[:len(wanted) + 16 * cycle]
+    assert wanted <= set(seen)
+    # The blocks are shuffled: a file's windows do not come in file order.
+    name, offset, count, _ = first_pass[0]
+    tokens = shard_tokens(prepared, name)
+    in_file_order = [tuple(tokens[offset + k * WIDTH:][:WIDTH])
+                     for k in range(count)]
+    from_first_file = [w for w in seen if w in set(in_file_order)]
+    assert from_first_file[:count] != in_file_order
+
+
 def expected_windows(directory, entries):
     windows = set()
     for name, offset, count, _ in entries:

@@ -44,6 +44,41 @@ def test_overlapping_windows_predict_every_token_once():
     assert windows.target_bytes.sum() == 25
 
 
+@pytest.mark.parametrize("pad_tail,overlap", [(False, False), (True, False),
+                                               (False, True), (True, True)])
+def test_windows_match_a_plain_loop(pad_tail, overlap):
+    # A second path: windows cut one by one in Python, unknown bytes
+    # counted by hand, on streams of every length around a window.
+    rng = np.random.default_rng(0)
+    for length in range(0, 40):
+        ids = rng.integers(0, 4, length).astype(np.int32)  # 1 is [UNK]
+        lengths = rng.integers(0, 4, length).astype(np.int32)
+        windows = data.pack_windows(ids, lengths, 6, 1, pad_tail, overlap)
+        step = 6 if overlap else 7
+        starts = list(range(0, max(length - 7, -1) + 1, step))
+        if pad_tail and (not starts or starts[-1] + 7 < length):
+            starts.append(starts[-1] + step if starts else 0)
+        expected = []
+        for start in starts:
+            row = list(ids[start:start + 7]) + [0] * 7
+            row_lengths = list(lengths[start:start + 7]) + [0] * 7
+            expected.append((row[:7], sum(row_lengths[1:7]), sum(
+                b for t, b in zip(row[1:7], row_lengths[1:7]) if t == 1)))
+        assert windows.tokens.shape == (len(expected), 7), length
+        for k, (row, total, unknown) in enumerate(expected):
+            assert windows.tokens[k].tolist() == row
+            assert windows.target_bytes[k] == total
+            assert windows.target_unknown_bytes[k] == unknown
+        if len(expected):  # a copy: writing to it leaves ids alone
+            windows.tokens[0, 0] = 99
+            assert 99 not in ids
+
+
+def test_windows_need_one_byte_length_per_token():
+    with pytest.raises(ValueError, match="5 token ids but 4 byte lengths"):
+        data.pack_windows(np.zeros(5, np.int32), np.zeros(4, np.int32), 2, 1)
+
+
 @pytest.fixture(scope="module")
 def shakespeare_data(shakespeare_text):
     return data.prepare_lm_data(

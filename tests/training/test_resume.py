@@ -136,3 +136,22 @@ def test_accumulating_k_batches_matches_one_batch_k_times_larger(tmp_path):
                                atol=1e-5)
     for a, b in zip(weights_a, weights_b):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_run_streamed_in_an_older_order_is_not_resumed(tmp_path):
+    # corpus.json records the prepared stream's order version; a run begun
+    # under another (or before versions were recorded: 1) would resume
+    # onto other windows than an uninterrupted run saw.
+    import json
+
+    from keras_tfm.data.prepared import STREAM_VERSION
+    from keras_tfm.training import lm_corpus
+
+    record = {"directory": str(tmp_path), "manifest_sha256": "0" * 64}
+    (tmp_path / "corpus.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match=r"version 1, this one \d.*--restart"):
+        lm_corpus.check_resumable_stream(str(tmp_path))
+    record["stream_version"] = STREAM_VERSION
+    (tmp_path / "corpus.json").write_text(json.dumps(record))
+    lm_corpus.check_resumable_stream(str(tmp_path))
+    lm_corpus.check_resumable_stream(str(tmp_path / "no-run"))
