@@ -104,15 +104,16 @@ def document_spans(token_ids, eos_id):
 def positions_in_documents(token_ids, eos_id):
     """Each token's position in its document, restarting after `[EOS]`:
     `[5, 6, 3, 7, 3, 3, 8]` -> `[0, 1, 2, 0, 1, 0, 0]`."""
-    before, _ = _document_counts(token_ids, eos_id)
+    before, _ = _document_counts(token_ids, eos_id,
+                                 _window_index(token_ids))
     return before
 
 
 def _spans(token_ids, eos_id):
     """`(index, start, end, before)`: each token's window index, its
     document's first and last index, and its position in the document."""
-    before, after = _document_counts(token_ids, eos_id)
     index = _window_index(token_ids)
+    before, after = _document_counts(token_ids, eos_id, index)
     return index, index - before, index + after, before
 
 
@@ -123,14 +124,13 @@ def _window_index(token_ids):
     return ops.cumsum(ops.ones_like(token_ids, dtype="int32"), axis=-1) - 1
 
 
-def _document_counts(token_ids, eos_id):
+def _document_counts(token_ids, eos_id, index):
     """`(before, after)`, `(batch, seq)`: how many tokens of the same
-    document come before and after each token in its window. Counted over
-    `(batch, seq, seq)` pairs (no search: fine under XLA, and cheap next
-    to attention)."""
+    document come before and after each token in its window (`index`:
+    `_window_index(token_ids)`). Counted over `(batch, seq, seq)` pairs (no
+    search: fine under XLA, and cheap next to attention)."""
     documents = document_ids(token_ids, eos_id)
     same = ops.equal(documents[:, :, None], documents[:, None, :])
-    index = _window_index(token_ids)
     # earlier[b, q, k]: key k is at or before query q.
     earlier = ops.less_equal(index[:, None, :], index[:, :, None])
     count = ops.sum(ops.cast(same, "int32"), axis=-1)
