@@ -37,9 +37,10 @@ def run_data(config, tokenizer, run_dir=None):
     if the corpus changed since the run recorded it)."""
     directory = lm_corpus.prepared_directory(config.data)
     if directory:
+        source = lm_corpus.PreparedSource(directory, config.sequence_length)
         if run_dir:
-            lm_corpus.check_recorded_corpus(run_dir, directory)
-        return lm_corpus.PreparedSource(directory, config.sequence_length)
+            lm_corpus.check_recorded_corpus(run_dir, source.corpus)
+        return source
     texts = [text for _, text in data.load_corpus(config.data)]
     return lm_corpus.MemoryCorpus(config, tokenizer, texts)
 
@@ -56,7 +57,7 @@ def prepared_windows(run_dir, config, tokenizer, directory):
             f"'{run_dir}' trained with: prepare it again with the run's "
             "tokenizer settings."
         )
-    lm_corpus.check_recorded_corpus(run_dir, directory)
+    lm_corpus.check_recorded_corpus(run_dir, corpus)
     return corpus.validation_windows(config.sequence_length)
 
 

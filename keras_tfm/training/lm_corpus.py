@@ -178,18 +178,19 @@ def _read_record(run_dir):
         ) from None
 
 
-def check_recorded_corpus(run_dir, directory):
-    """Raises `UserError` if the run was trained on the prepared corpus in
-    `directory` and its files changed since. (Another prepared corpus is
-    not checked: its validation split is as held out as it ever was.)"""
+def check_recorded_corpus(run_dir, corpus):
+    """Raises `UserError` if the run was trained on the prepared corpus
+    `corpus` (an opened, verified `PreparedCorpus`) and its files changed
+    since. (Another prepared corpus is not checked: its validation split
+    is as held out as it ever was.)"""
     recorded = _read_record(run_dir)
     if recorded is None:
         return
+    directory = corpus.directory
     if os.path.realpath(directory) != os.path.realpath(
         recorded.get("directory", "")
     ):
         return
-    corpus = open_prepared(directory, verify=True)
     if corpus.manifest_hash != recorded.get("manifest_sha256"):
         raise UserError(
             f"the prepared corpus '{directory}' changed since '{run_dir}' "

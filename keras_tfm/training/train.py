@@ -238,7 +238,7 @@ def train(config, strategy=None, dataset=None, restart=False):
         if prepared:
             source = lm_corpus.PreparedSource(prepared, config.sequence_length)
             if resume:
-                lm_corpus.check_recorded_corpus(run_dir, prepared)
+                lm_corpus.check_recorded_corpus(run_dir, source.corpus)
                 lm_corpus.check_resumable_stream(run_dir)
             tokenizer = source.tokenizer()
         else:
